@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""cl-revenue-ops: a Core Lightning plugin that runs a routing node's economics.
+
+This file is the shell: it registers options, RPC methods and subscriptions with
+lightningd and hands every call to the Service. It holds no logic of its own.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+
+from pyln.client import Plugin  # noqa: E402
+
+from modules.config import ConfigError, build_config, manifest_options  # noqa: E402
+from modules.node import NodeAdapter  # noqa: E402
+from modules.service import Service  # noqa: E402
+
+plugin = Plugin()
+plugin.service = None
+
+for option in manifest_options():
+    plugin.add_option(option["name"], option["default"], option["description"],
+                      opt_type=option["opt_type"])
+
+
+def log(message: str, level: str = "info") -> None:
+    plugin.log(message, level=level)
+
+
+@plugin.init()
+def init(options, configuration, plugin, **kwargs):
+    lightning_dir = configuration["lightning-dir"]
+    try:
+        config = build_config(options, lightning_dir)
+    except ConfigError as e:
+        log(f"refusing to start: {e}", "warn")
+        return {"disable": f"cl-revenue-ops: {e}"}
+    node = NodeAdapter(os.path.join(lightning_dir, configuration["rpc-file"]),
+                       timeout_seconds=config.rpc_timeout_seconds)
+    service = Service(config, node, log)
+    try:
+        service.open()
+    except Exception as e:  # an unusable database: say so and step aside, lightningd runs on
+        log(f"refusing to start: cannot open database {config.db_path}: {e}", "warn")
+        return {"disable": f"cl-revenue-ops: cannot open database {config.db_path}: {e}"}
+    plugin.service = service
+    service.start()
+    log(f"cl-revenue-ops started (dry_run={config.dry_run}, db={config.db_path})")
+    return None
+
+
+@plugin.method("revenue-status")
+def revenue_status(plugin):
+    """Health: loops, database, hydration, sling, channels."""
+    return plugin.service.status()
+
+
+@plugin.subscribe("forward_event")
+def on_forward_event(plugin, forward_event, **kwargs):
+    if plugin.service is not None:
+        plugin.service.on_forward_event(forward_event)
+
+
+@plugin.subscribe("shutdown")
+def on_shutdown(plugin, **kwargs):
+    if plugin.service is not None:
+        plugin.service.stop()
+    log("cl-revenue-ops stopped")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    plugin.run()

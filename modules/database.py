@@ -1,0 +1,216 @@
+"""SQLite storage: the only module that holds SQL.
+
+WAL mode, one connection per thread, a busy timeout, and ordered migrations tracked in
+PRAGMA user_version that run at start-up before any thread starts (index creation
+locks writers). Forwards are keyed by Core Lightning's own (in_channel, in_htlc_id),
+so a forward seen live and again in a listforwards page is stored once.
+
+Flow is also rolled up per channel and hour (flow_hourly) at insert time, so the
+per-cycle aggregation reads a few thousand rollup rows instead of millions of forwards.
+"""
+import contextlib
+import os
+import sqlite3
+import threading
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from modules.models import FlowTotals, Forward
+
+BUSY_TIMEOUT_MS = 10000
+HOUR_SECONDS = 3600
+
+# Each entry runs once, in order; user_version records how many have run.
+MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
+    (  # 1: forwards, their indexes, hourly rollups, marks
+        """CREATE TABLE forwards (
+               in_channel TEXT NOT NULL,
+               in_htlc_id INTEGER NOT NULL,
+               out_channel TEXT,
+               in_msat INTEGER NOT NULL,
+               out_msat INTEGER NOT NULL,
+               fee_msat INTEGER NOT NULL,
+               received_time REAL NOT NULL,
+               timestamp INTEGER NOT NULL,          -- resolved (settled) time, unix seconds
+               created_index INTEGER,
+               updated_index INTEGER,
+               UNIQUE (in_channel, in_htlc_id))""",
+        # Both sides indexed: SQLite's OR optimisation needs an index on each side.
+        "CREATE INDEX idx_forwards_out_time ON forwards(out_channel, timestamp)",
+        "CREATE INDEX idx_forwards_in_time ON forwards(in_channel, timestamp)",
+        """CREATE TABLE flow_hourly (
+               hour INTEGER NOT NULL,               -- timestamp / 3600
+               channel TEXT NOT NULL,
+               in_msat INTEGER NOT NULL DEFAULT 0,
+               out_msat INTEGER NOT NULL DEFAULT 0,
+               fee_msat INTEGER NOT NULL DEFAULT 0, -- earned as the outgoing channel
+               in_count INTEGER NOT NULL DEFAULT 0,
+               out_count INTEGER NOT NULL DEFAULT 0,
+               PRIMARY KEY (hour, channel)) WITHOUT ROWID""",
+        "CREATE TABLE marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    ),
+)
+
+_INSERT_FORWARD = (
+    "INSERT OR IGNORE INTO forwards (in_channel, in_htlc_id, out_channel, in_msat, out_msat,"
+    " fee_msat, received_time, timestamp, created_index, updated_index)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+# Rolls the rows added since a rowid into flow_hourly (rowids only grow: no deletes).
+_ROLLUP_OUT = (
+    "INSERT INTO flow_hourly (hour, channel, out_msat, fee_msat, out_count)"
+    " SELECT timestamp / 3600, out_channel, SUM(out_msat), SUM(fee_msat), COUNT(*)"
+    " FROM forwards WHERE rowid > ? AND out_channel IS NOT NULL GROUP BY 1, 2"
+    " ON CONFLICT (hour, channel) DO UPDATE SET out_msat = out_msat + excluded.out_msat,"
+    " fee_msat = fee_msat + excluded.fee_msat, out_count = out_count + excluded.out_count")
+_ROLLUP_IN = (
+    "INSERT INTO flow_hourly (hour, channel, in_msat, in_count)"
+    " SELECT timestamp / 3600, in_channel, SUM(in_msat), COUNT(*)"
+    " FROM forwards WHERE rowid > ? GROUP BY 1, 2"
+    " ON CONFLICT (hour, channel) DO UPDATE SET in_msat = in_msat + excluded.in_msat,"
+    " in_count = in_count + excluded.in_count")
+
+
+def forward_row(fwd: Forward) -> Optional[tuple]:
+    """The forwards row of a settled forward, or None when it cannot be keyed."""
+    htlc_id = fwd.in_htlc_id
+    if htlc_id is None:
+        # Very old rows lack in_htlc_id; a negative stand-in cannot collide with real ids.
+        if fwd.created_index is None:
+            return None
+        htlc_id = -int(fwd.created_index)
+    resolved = fwd.resolved_time if fwd.resolved_time is not None else fwd.received_time
+    return (fwd.in_channel, htlc_id, fwd.out_channel, fwd.in_msat, fwd.out_msat, fwd.fee_msat,
+            fwd.received_time, int(resolved), fwd.created_index, fwd.updated_index)
+
+
+class Database:
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+        self._connections: List[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+
+    # --- connections -------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken up front so concurrent writers queue, not deadlock."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # --- schema --------------------------------------------------------------
+    def migrate(self) -> int:
+        """Runs the migrations not yet applied; returns the schema version."""
+        conn = self._conn()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._write() as tx:
+                for statement in statements:
+                    tx.execute(statement)
+                tx.execute(f"PRAGMA user_version = {number}")
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def schema_version(self) -> int:
+        return self._conn().execute("PRAGMA user_version").fetchone()[0]
+
+    # --- forwards ------------------------------------------------------------
+    def store_forwards(self, forwards: Iterable[Forward], marks: Optional[Dict[str, int]] = None) -> int:
+        """Stores the settled ones (idempotent) and moves marks, in one transaction.
+
+        Returns how many forwards were new. A mark only ever moves up.
+        """
+        rows = [row for row in (forward_row(f) for f in forwards if f.is_settled) if row]
+        with self._write() as tx:
+            added = 0
+            if rows:
+                before = tx.execute("SELECT COALESCE(MAX(rowid), 0) FROM forwards").fetchone()[0]
+                tx.executemany(_INSERT_FORWARD, rows)
+                added = tx.execute("SELECT COALESCE(MAX(rowid), 0) FROM forwards").fetchone()[0] - before
+                if added:
+                    tx.execute(_ROLLUP_OUT, (before,))
+                    tx.execute(_ROLLUP_IN, (before,))
+            for name, value in (marks or {}).items():
+                tx.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name)"
+                           " DO UPDATE SET value = MAX(value, excluded.value)", (name, value))
+        return added
+
+    def get_mark(self, name: str) -> Optional[int]:
+        row = self._conn().execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_mark(self, name: str, value: int) -> None:
+        with self._write() as tx:
+            tx.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name)"
+                       " DO UPDATE SET value = excluded.value", (name, value))
+
+    def forwards_count(self) -> int:
+        # MAX(rowid) is O(1) and exact while rows are never deleted.
+        return self._conn().execute("SELECT COALESCE(MAX(rowid), 0) FROM forwards").fetchone()[0]
+
+    def latest_forward_time(self) -> Optional[int]:
+        return self._conn().execute("SELECT MAX(timestamp) FROM forwards").fetchone()[0]
+
+    def file_size_bytes(self) -> int:
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    # --- flow ----------------------------------------------------------------
+    def get_flow_aggregation(self, since: float) -> Dict[str, FlowTotals]:
+        """Every channel's totals since `since` (spec feature 20), in one grouped query.
+
+        Reads the hourly rollups, so the window starts at the hour that holds `since`.
+        """
+        rows = self._conn().execute(
+            "SELECT channel, SUM(in_msat), SUM(out_msat), SUM(fee_msat), SUM(in_count), SUM(out_count)"
+            " FROM flow_hourly WHERE hour >= ? GROUP BY channel", (int(since) // HOUR_SECONDS,))
+        return {r[0]: FlowTotals(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+
+    def channel_volume_since(self, scid: str, since: float) -> FlowTotals:
+        """One channel's exact totals since a timestamp, from the forwards themselves."""
+        conn = self._conn()
+        out = conn.execute(
+            "SELECT COALESCE(SUM(out_msat), 0), COALESCE(SUM(fee_msat), 0), COUNT(*) FROM forwards"
+            " WHERE out_channel = ? AND timestamp > ?", (scid, int(since))).fetchone()
+        inn = conn.execute(
+            "SELECT COALESCE(SUM(in_msat), 0), COUNT(*) FROM forwards"
+            " WHERE in_channel = ? AND timestamp > ?", (scid, int(since))).fetchone()
+        return FlowTotals(scid, in_msat=inn[0], out_msat=out[0], fees_earned_msat=out[1],
+                          in_count=inn[1], out_count=out[2])
+
+    def explain(self, sql: str, params: Sequence[Any] = ()) -> List[str]:
+        """EXPLAIN QUERY PLAN details, for tests and benches that check index use."""
+        return [row[-1] for row in self._conn().execute("EXPLAIN QUERY PLAN " + sql, params)]
+
+    FLOW_AGGREGATION_SQL = ("SELECT channel, SUM(in_msat), SUM(out_msat) FROM flow_hourly"
+                            " WHERE hour >= ? GROUP BY channel")
+    CHANNEL_OUT_SQL = "SELECT SUM(out_msat) FROM forwards WHERE out_channel = ? AND timestamp > ?"
+    CHANNEL_IN_SQL = "SELECT SUM(in_msat) FROM forwards WHERE in_channel = ? AND timestamp > ?"
+    SPEC_OR_SQL = ("SELECT SUM(in_msat), SUM(out_msat) FROM forwards"
+                   " WHERE (in_channel = ? OR out_channel = ?) AND timestamp > ?")

@@ -1,0 +1,86 @@
+"""Plain data passed between the node adapter, the database and the decision code.
+
+Amounts are integer msat, fees integer ppm, times unix seconds; every field says its unit.
+"""
+import dataclasses
+from typing import Optional
+
+SOURCE = "SOURCE"      # our side drains: more goes out than comes in
+SINK = "SINK"          # our side fills: more comes in than goes out
+BALANCED = "BALANCED"
+IDLE = "IDLE"
+FLOW_STATES = (SOURCE, SINK, BALANCED, IDLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel:
+    """One channel as listpeerchannels reports it, reduced to what decisions need."""
+    short_channel_id: str
+    peer_id: str
+    state: str
+    capacity_msat: int
+    local_msat: int              # to_us_msat
+    spendable_msat: int
+    receivable_msat: int
+    fee_base_msat: int
+    fee_ppm: int
+    opener: str                  # "local" or "remote"
+    htlcs_in_use: int
+    max_htlcs: int               # the smaller of ours and theirs; max_accepted_htlcs
+    peer_connected: bool
+    private: bool = False
+
+    @property
+    def is_active(self) -> bool:
+        return self.state == "CHANNELD_NORMAL"
+
+    @property
+    def local_ratio(self) -> float:
+        return self.local_msat / self.capacity_msat if self.capacity_msat else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Forward:
+    """A forward as listforwards or forward_event reports it (any status)."""
+    in_channel: str
+    in_htlc_id: Optional[int]
+    out_channel: Optional[str]
+    in_msat: int
+    out_msat: int
+    fee_msat: int
+    status: str
+    received_time: float
+    resolved_time: Optional[float]
+    created_index: Optional[int]
+    updated_index: Optional[int]
+
+    @property
+    def is_settled(self) -> bool:
+        return self.status == "settled"
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowTotals:
+    """One channel's forwarding totals since a timestamp, from the database."""
+    short_channel_id: str
+    in_msat: int = 0
+    out_msat: int = 0
+    fees_earned_msat: int = 0    # as the outgoing channel
+    in_count: int = 0
+    out_count: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelFlow:
+    """The flow analysis result for one channel (smoothed across cycles)."""
+    short_channel_id: str
+    in_msat: int
+    out_msat: int
+    fees_earned_msat: int
+    in_count: int
+    out_count: int
+    flow_ratio: float            # (out - in) / (out + in), smoothed
+    daily_volume_msat: int       # (in + out) / window days, smoothed
+    daily_out_msat: int          # out / window days, smoothed
+    state: str                   # SOURCE, SINK, BALANCED or IDLE
+    updated_at: float

@@ -1,0 +1,192 @@
+"""The node adapter: the only module that talks to lightningd (and to sling, clboss).
+
+Every read returns typed data with integer msat, whatever the node's version sent
+(plain integers since v23.05; "123msat" strings or Millisatoshi objects before).
+Every failure surfaces as NodeError with the method, the code and the message.
+"""
+import socket
+import threading
+from typing import Any, Dict, Iterable, List, Optional
+
+from pyln.client import LightningRpc, RpcError
+
+from modules.models import Channel, Forward
+
+UNKNOWN_COMMAND = -32601
+INVALID_PARAMS = -32602
+
+
+class NodeError(Exception):
+    """An RPC that failed, timed out or could not be reached."""
+
+    def __init__(self, method: str, code: Optional[int], message: str):
+        super().__init__(f"{method}: {message}" + (f" (code {code})" if code is not None else ""))
+        self.method = method
+        self.code = code
+        self.message = message
+
+
+def to_msat(value: Any) -> int:
+    """Integer msat from an int, a "123msat" string, a Millisatoshi or None."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("msat"):
+            text = text[:-4]
+        return int(text)
+    return int(value)  # Millisatoshi implements __int__
+
+
+def parse_forward(entry: Dict[str, Any]) -> Forward:
+    """A listforwards row or a forward_event payload, with amounts normalised."""
+    in_htlc_id = entry.get("in_htlc_id")
+    return Forward(
+        in_channel=entry["in_channel"],
+        in_htlc_id=int(in_htlc_id) if in_htlc_id is not None else None,
+        out_channel=entry.get("out_channel"),
+        in_msat=to_msat(entry.get("in_msat")),
+        out_msat=to_msat(entry.get("out_msat")),
+        fee_msat=to_msat(entry.get("fee_msat")),
+        status=entry.get("status", ""),
+        received_time=float(entry.get("received_time") or 0.0),
+        resolved_time=float(entry["resolved_time"]) if entry.get("resolved_time") is not None else None,
+        created_index=entry.get("created_index"),
+        updated_index=entry.get("updated_index"),
+    )
+
+
+def parse_channel(entry: Dict[str, Any]) -> Optional[Channel]:
+    scid = entry.get("short_channel_id")
+    if not scid:
+        return None  # not yet confirmed: nothing can be forwarded over it
+    local_updates = (entry.get("updates") or {}).get("local") or {}
+    fee_ppm = entry.get("fee_proportional_millionths", local_updates.get("fee_proportional_millionths", 0))
+    fee_base = entry.get("fee_base_msat", local_updates.get("fee_base_msat", 0))
+    capacity = entry.get("total_msat", entry.get("amount_msat"))
+    return Channel(
+        short_channel_id=scid,
+        peer_id=entry.get("peer_id", ""),
+        state=entry.get("state", ""),
+        capacity_msat=to_msat(capacity),
+        local_msat=to_msat(entry.get("to_us_msat")),
+        spendable_msat=to_msat(entry.get("spendable_msat")),
+        receivable_msat=to_msat(entry.get("receivable_msat")),
+        fee_base_msat=to_msat(fee_base),
+        fee_ppm=int(fee_ppm or 0),
+        opener=entry.get("opener", "local"),
+        htlcs_in_use=len(entry.get("htlcs") or []),
+        max_htlcs=int(entry.get("max_accepted_htlcs") or 483),
+        peer_connected=bool(entry.get("peer_connected", True)),
+        private=bool(entry.get("private", False)),
+    )
+
+
+class NodeAdapter:
+    """Typed access to the node. Thread-safe: each thread gets its own RPC client."""
+
+    def __init__(self, rpc_path: str, timeout_seconds: float = 60.0):
+        self.rpc_path = rpc_path
+        self.timeout_seconds = timeout_seconds
+        self._local = threading.local()
+
+    # --- plumbing ----------------------------------------------------------
+    def _rpc(self) -> LightningRpc:
+        rpc = getattr(self._local, "rpc", None)
+        if rpc is None:
+            rpc = LightningRpc(self.rpc_path)
+            self._local.rpc = rpc
+        return rpc
+
+    def call(self, method: str, params: Any = None) -> Any:
+        # LightningRpc opens one socket per call with no timeout; the default timeout
+        # bounds a node (or plugin) that never answers.
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(self.timeout_seconds)
+        try:
+            return self._rpc().call(method, params)
+        except RpcError as e:
+            error = e.error if isinstance(e.error, dict) else {"message": str(e.error)}
+            raise NodeError(method, error.get("code"), error.get("message", str(error)))
+        except (socket.timeout, TimeoutError):
+            raise NodeError(method, None, f"no answer within {self.timeout_seconds:g} s")
+        except (OSError, ValueError) as e:
+            raise NodeError(method, None, f"RPC failed: {e}")
+        finally:
+            socket.setdefaulttimeout(previous)
+
+    # --- reads -------------------------------------------------------------
+    def getinfo(self) -> Dict[str, Any]:
+        return self.call("getinfo")
+
+    def list_channels(self) -> List[Channel]:
+        result = self.call("listpeerchannels")
+        channels = (parse_channel(entry) for entry in result.get("channels", []))
+        return [c for c in channels if c is not None]
+
+    def forwards_page(self, index: str, start: int, limit: int) -> List[Dict[str, Any]]:
+        """One page of listforwards (raw rows; parse with parse_forward)."""
+        result = self.call("listforwards", {"index": index, "start": start, "limit": limit})
+        return result.get("forwards", [])
+
+    def all_forwards(self) -> List[Dict[str, Any]]:
+        """Every settled forward in one call: for nodes without pagination (< v23.11)."""
+        return self.call("listforwards", {"status": "settled"}).get("forwards", [])
+
+    def current_forward_index(self, index: str) -> int:
+        """The node's current created/updated counter for forwards (wait returns at once)."""
+        result = self.call("wait", {"subsystem": "forwards", "indexname": index, "nextvalue": 0})
+        return int(result.get(index, 0))
+
+    def plugin_names(self) -> List[str]:
+        result = self.call("plugin", {"subcommand": "list"})
+        names = []
+        for entry in result.get("plugins", []):
+            base = entry.get("name", "").rstrip("/").rsplit("/", 1)[-1]
+            if entry.get("active", True):
+                names.append(base.rsplit(".", 1)[0] if base.endswith(".py") else base)
+        return names
+
+    def funds_msat(self) -> Dict[str, int]:
+        """On-chain (confirmed, unreserved) and our side of channels, in msat."""
+        result = self.call("listfunds")
+        onchain = sum(to_msat(o.get("amount_msat")) for o in result.get("outputs", [])
+                      if o.get("status") == "confirmed" and not o.get("reserved"))
+        channels = sum(to_msat(c.get("our_amount_msat")) for c in result.get("channels", [])
+                       if c.get("state") == "CHANNELD_NORMAL")
+        return {"onchain_msat": onchain, "channels_msat": channels}
+
+    # --- writes ------------------------------------------------------------
+    def set_channel_fee(self, scid: str, fee_ppm: int, fee_base_msat: int) -> Dict[str, Any]:
+        return self.call("setchannel", {"id": scid, "feebase": fee_base_msat, "feeppm": fee_ppm})
+
+    def clboss_unmanage_fees(self, peer_id: str) -> None:
+        self.call("clboss-unmanage", {"nodeid": peer_id, "tags": "lnfee"})
+
+    # --- sling ---------------------------------------------------------------
+    def sling_jobs(self) -> Dict[str, Dict[str, Any]]:
+        """sling-jobsettings: jobs keyed by scid."""
+        result = self.call("sling-jobsettings")
+        return result if isinstance(result, dict) else {}
+
+    def sling_delete_job(self, job: str) -> Any:
+        return self.call("sling-deletejob", {"job": job})
+
+    def sling_create_job(self, scid: str, amount_sats: int, maxppm: int,
+                         candidates: Iterable[str], target: float) -> Any:
+        """A pull job into scid from the given candidates; sling-go starts it."""
+        return self.call("sling-job", {
+            "scid": scid, "direction": "pull", "amount": amount_sats, "maxppm": maxppm,
+            "candidates": list(candidates), "target": target,
+        })
+
+    def sling_go(self, scid: str) -> Any:
+        return self.call("sling-go", {"scid": scid})
+
+    def sling_stop(self, scid: str) -> Any:
+        return self.call("sling-stop", {"scid": scid})
+
+    def sling_stats(self, scid: str) -> Dict[str, Any]:
+        return self.call("sling-stats", {"scid": scid, "json": True})

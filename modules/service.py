@@ -1,0 +1,162 @@
+"""Wires the parts together: start-up sequence, loops, live events, status, shutdown.
+
+The plugin shell calls `open()` inside `init` (fast: options, database, migrations), then
+`start()`, which runs hygiene and hydration on a background thread and only then starts
+the loops, so `init` returns at once and RPC methods answer during hydration.
+"""
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from modules import __version__
+from modules.config import Config
+from modules.database import Database
+from modules.hydration import CREATED, UPDATED, ForwardSync, SyncResult
+from modules.job_manager import HygieneResult, cleanup_orphans
+from modules.models import Channel
+from modules.node import NodeAdapter, NodeError, parse_forward
+from modules.scheduler import Loop, Scheduler
+
+Log = Callable[[str, str], None]
+
+STARTING, HYDRATING, RUNNING, STOPPED, FAILED = "starting", "hydrating", "running", "stopped", "failed"
+
+
+class Service:
+    def __init__(self, config: Config, node: NodeAdapter, log: Log, clock: Callable[[], float] = time.time):
+        self.config = config
+        self.node = node
+        self.log = log
+        self.clock = clock
+        self.started_at = clock()
+        self.phase = STARTING
+        self.db: Optional[Database] = None
+        self.sync: Optional[ForwardSync] = None
+        self.scheduler = Scheduler()
+        self.hygiene: Optional[HygieneResult] = None
+        self.hydration: Optional[SyncResult] = None
+        self.plugins: List[str] = []
+        self.channels: List[Channel] = []
+        self.startup_error: Optional[str] = None
+        self._startup_thread: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
+
+    # --- start-up ------------------------------------------------------------
+    def open(self) -> None:
+        """Database and migrations, before any thread starts. Raises on a bad db path."""
+        self.db = Database(self.config.db_path)
+        self.db.migrate()
+        self.sync = ForwardSync(self.node, self.db, self.config.hydration_page_size,
+                                log=lambda m: self.log(m, "info"))
+        jitter = self.config.loop_jitter_percent / 100
+        for name, cycle, interval in (
+                ("flow", self.flow_cycle, self.config.flow_interval_seconds),
+                ("fee", self.fee_cycle, self.config.fee_interval_seconds),
+                ("rebalance", self.rebalance_cycle, self.config.rebalance_interval_seconds)):
+            self.scheduler.add(Loop(name, cycle, interval, jitter, log=self.log, clock=self.clock))
+
+    def start(self) -> None:
+        self._startup_thread = threading.Thread(target=self._startup, name="startup", daemon=True)
+        self._startup_thread.start()
+
+    def wait_started(self, timeout: Optional[float] = None) -> bool:
+        if self._startup_thread:
+            self._startup_thread.join(timeout)
+        return self.phase == RUNNING
+
+    def _startup(self) -> None:
+        try:
+            self.plugins = self._plugin_names()
+            self.hygiene = cleanup_orphans(self.node, self.sling_loaded, self.log)
+            self.phase = HYDRATING
+            self.log("Hydration: reading forwarding history from the node", "info")
+            self.hydration = self.sync.catch_up()
+            self.log(f"Hydration: stored {self.hydration.rows_added} new settled forwards from "
+                     f"{self.hydration.pages} pages in {self.hydration.seconds:.2f} s", "info")
+            self._refresh_channels()
+        except Exception as e:  # a node that fails at start-up must not kill the plugin
+            self.startup_error = f"{type(e).__name__}: {e}"
+            self.log(f"Start-up incomplete: {self.startup_error}; loops start anyway and retry", "warn")
+        if self._stopping.is_set():
+            return
+        self.scheduler.start()
+        self.phase = RUNNING
+
+    def _plugin_names(self) -> List[str]:
+        try:
+            return self.node.plugin_names()
+        except NodeError as e:
+            self.log(f"could not list plugins: {e}", "warn")
+            return []
+
+    @property
+    def sling_loaded(self) -> bool:
+        return "sling" in self.plugins
+
+    def _refresh_channels(self) -> List[Channel]:
+        self.channels = self.node.list_channels()
+        return self.channels
+
+    # --- loops ---------------------------------------------------------------
+    def flow_cycle(self) -> Dict[str, Any]:
+        synced = self.sync.catch_up()
+        channels = self._refresh_channels()
+        return {"forwards_added": synced.rows_added, "channels": len(channels)}
+
+    def fee_cycle(self) -> Dict[str, Any]:
+        return {"status": "fee controller not enabled in this version"}
+
+    def rebalance_cycle(self) -> Dict[str, Any]:
+        return {"status": "rebalancer not enabled in this version"}
+
+    # --- live events -----------------------------------------------------------
+    def on_forward_event(self, payload: Dict[str, Any]) -> int:
+        """Stores a settled forward as it happens; the marks are left to the pages."""
+        if payload.get("status") != "settled" or self.db is None:
+            return 0
+        return self.db.store_forwards([parse_forward(payload)])
+
+    # --- status ----------------------------------------------------------------
+    def status(self) -> Dict[str, Any]:
+        db = self.db
+        database = {"path": self.config.db_path}
+        if db is not None:
+            database.update({
+                "schema_version": db.schema_version(),
+                "forwards_rows": db.forwards_count(),
+                "file_size_bytes": db.file_size_bytes(),
+                "high_water_mark": {"created_index": db.get_mark(CREATED),
+                                    "updated_index": db.get_mark(UPDATED)},
+                "hydration": self.hydration.to_dict() if self.hydration else None,
+            })
+        return {
+            "version": __version__,
+            "phase": self.phase,
+            "uptime_seconds": int(self.clock() - self.started_at),
+            "dry_run": self.config.dry_run,
+            "startup_error": self.startup_error,
+            "loops": self.scheduler.stats(),
+            "database": database,
+            "sling": self._sling_status(),
+            "startup_hygiene": self.hygiene.to_dict() if self.hygiene else None,
+            "channels": {"count": len(self.channels),
+                         "active": sum(1 for c in self.channels if c.is_active)},
+        }
+
+    def _sling_status(self) -> Dict[str, Any]:
+        if not self.sling_loaded:
+            return {"loaded": False, "jobs": 0, "rebalancing": "disabled: sling plugin not loaded"}
+        try:
+            jobs = len(self.node.sling_jobs())
+        except NodeError as e:
+            return {"loaded": True, "jobs": None, "error": str(e)}
+        return {"loaded": True, "jobs": jobs, "rebalancing": "enabled"}
+
+    # --- shutdown --------------------------------------------------------------
+    def stop(self) -> None:
+        self._stopping.set()
+        self.scheduler.stop()
+        self.phase = STOPPED
+        if self.db is not None:
+            self.db.close()
