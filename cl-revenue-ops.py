@@ -9,8 +9,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
-from pyln.client import Plugin  # noqa: E402
+import threading  # noqa: E402
 
+from pyln.client import Plugin, RpcException  # noqa: E402
+
+from modules.errors import UserError  # noqa: E402
 from modules.config import ConfigError, build_config, manifest_options  # noqa: E402
 from modules.node import NodeAdapter  # noqa: E402
 from modules.service import Service  # noqa: E402
@@ -53,6 +56,27 @@ def init(options, configuration, plugin, **kwargs):
 def revenue_status(plugin):
     """Health: loops, database, hydration, sling, channels."""
     return plugin.service.status()
+
+
+def answer_in_background(request, work) -> None:
+    """Long work runs off the dispatch thread, so lightningd's other calls are not held up."""
+    def run():
+        try:
+            request.set_result(work())
+        except UserError as e:
+            request.set_exception(RpcException(e.message, e.code))
+        except Exception as e:  # report, never crash the plugin
+            request.set_exception(RpcException(f"{type(e).__name__}: {e}"))
+    threading.Thread(target=run, name="rpc", daemon=True).start()
+
+
+@plugin.async_method("revenue-analyze")
+def revenue_analyze(plugin, request):
+    """Run the flow analysis now and return every channel's flow."""
+    def work():
+        plugin.service.run_loop_now("flow")
+        return plugin.service.flow_report()
+    answer_in_background(request, work)
 
 
 @plugin.subscribe("forward_event")

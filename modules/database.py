@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from modules.models import FlowTotals, Forward
+from modules.models import ChannelFlow, FlowTotals, Forward
 
 BUSY_TIMEOUT_MS = 10000
 HOUR_SECONDS = 3600
@@ -47,6 +47,24 @@ MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
                out_count INTEGER NOT NULL DEFAULT 0,
                PRIMARY KEY (hour, channel)) WITHOUT ROWID""",
         "CREATE TABLE marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    ),
+    (  # 2: flow results, fee controller state and its decisions, CLBOSS hand-offs
+        """CREATE TABLE flow_results (
+               scid TEXT PRIMARY KEY,
+               in_msat INTEGER NOT NULL, out_msat INTEGER NOT NULL,
+               fees_earned_msat INTEGER NOT NULL,
+               in_count INTEGER NOT NULL, out_count INTEGER NOT NULL,
+               flow_ratio REAL NOT NULL,
+               daily_volume_msat INTEGER NOT NULL, daily_out_msat INTEGER NOT NULL,
+               state TEXT NOT NULL, updated_at REAL NOT NULL)""",
+        "CREATE TABLE fee_state (scid TEXT PRIMARY KEY, state_json TEXT NOT NULL, updated_at REAL NOT NULL)",
+        """CREATE TABLE fee_decisions (
+               id INTEGER PRIMARY KEY,
+               scid TEXT NOT NULL, time REAL NOT NULL, action TEXT NOT NULL,
+               old_fee_ppm INTEGER NOT NULL, new_fee_ppm INTEGER NOT NULL,
+               applied INTEGER NOT NULL, detail_json TEXT NOT NULL)""",
+        "CREATE INDEX idx_fee_decisions_scid_time ON fee_decisions(scid, time)",
+        "CREATE TABLE clboss_unmanaged (peer_id TEXT PRIMARY KEY, time REAL NOT NULL)",
     ),
 )
 
@@ -203,6 +221,78 @@ class Database:
             " WHERE in_channel = ? AND timestamp > ?", (scid, int(since))).fetchone()
         return FlowTotals(scid, in_msat=inn[0], out_msat=out[0], fees_earned_msat=out[1],
                           in_count=inn[1], out_count=out[2])
+
+    # --- flow results ------------------------------------------------------------
+    def save_flow_results(self, flows: Iterable[ChannelFlow]) -> None:
+        with self._write() as tx:
+            tx.executemany(
+                "INSERT OR REPLACE INTO flow_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(f.short_channel_id, f.in_msat, f.out_msat, f.fees_earned_msat, f.in_count,
+                  f.out_count, f.flow_ratio, f.daily_volume_msat, f.daily_out_msat, f.state,
+                  f.updated_at) for f in flows])
+
+    def load_flow_results(self) -> Dict[str, ChannelFlow]:
+        rows = self._conn().execute(
+            "SELECT scid, in_msat, out_msat, fees_earned_msat, in_count, out_count, flow_ratio,"
+            " daily_volume_msat, daily_out_msat, state, updated_at FROM flow_results")
+        return {r[0]: ChannelFlow(*r) for r in rows}
+
+    def delete_flow_results(self, scids: Iterable[str]) -> int:
+        with self._write() as tx:
+            return tx.executemany("DELETE FROM flow_results WHERE scid = ?",
+                                  [(s,) for s in scids]).rowcount
+
+    # --- fee controller ---------------------------------------------------------
+    def load_fee_states(self) -> Dict[str, str]:
+        """scid -> the controller state as JSON text (the controller owns its shape)."""
+        return dict(self._conn().execute("SELECT scid, state_json FROM fee_state"))
+
+    def save_fee_cycle(self, states: Dict[str, str], decisions: Iterable[tuple], now: float) -> None:
+        """Persists states and the cycle's decisions together: both or neither.
+
+        decisions: (scid, action, old_fee_ppm, new_fee_ppm, applied, detail_json).
+        """
+        with self._write() as tx:
+            tx.executemany("INSERT OR REPLACE INTO fee_state VALUES (?, ?, ?)",
+                           [(scid, state, now) for scid, state in states.items()])
+            tx.executemany(
+                "INSERT INTO fee_decisions (scid, time, action, old_fee_ppm, new_fee_ppm, applied,"
+                " detail_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(d[0], now, d[1], d[2], d[3], int(d[4]), d[5]) for d in decisions])
+
+    def delete_fee_states(self, scids: Iterable[str]) -> int:
+        with self._write() as tx:
+            return tx.executemany("DELETE FROM fee_state WHERE scid = ?",
+                                  [(s,) for s in scids]).rowcount
+
+    def last_fee_decisions(self) -> Dict[str, dict]:
+        """The newest decision of every channel."""
+        rows = self._conn().execute(
+            "SELECT d.scid, d.time, d.action, d.old_fee_ppm, d.new_fee_ppm, d.applied, d.detail_json"
+            " FROM fee_decisions d JOIN (SELECT scid, MAX(id) AS id FROM fee_decisions GROUP BY scid) m"
+            " ON d.id = m.id")
+        return {r[0]: {"time": r[1], "action": r[2], "old_fee_ppm": r[3], "new_fee_ppm": r[4],
+                       "applied": bool(r[5]), "detail_json": r[6]} for r in rows}
+
+    def fees_earned_since(self, since_by_scid: Dict[str, float]) -> Dict[str, int]:
+        """Fees earned as outgoing channel since each channel's own time (exact, indexed)."""
+        conn = self._conn()
+        return {scid: conn.execute(
+            "SELECT COALESCE(SUM(fee_msat), 0) FROM forwards WHERE out_channel = ? AND timestamp >= ?",
+            (scid, int(since))).fetchone()[0] for scid, since in since_by_scid.items()}
+
+    def channels_that_routed_out(self, scids: Iterable[str]) -> set:
+        """Which of these channels ever carried a forward out (one index probe each)."""
+        conn = self._conn()
+        return {scid for scid in scids if conn.execute(
+            "SELECT 1 FROM forwards WHERE out_channel = ? LIMIT 1", (scid,)).fetchone()}
+
+    def clboss_unmanaged_peers(self) -> set:
+        return {r[0] for r in self._conn().execute("SELECT peer_id FROM clboss_unmanaged")}
+
+    def mark_clboss_unmanaged(self, peer_id: str, now: float) -> None:
+        with self._write() as tx:
+            tx.execute("INSERT OR IGNORE INTO clboss_unmanaged VALUES (?, ?)", (peer_id, now))
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> List[str]:
         """EXPLAIN QUERY PLAN details, for tests and benches that check index use."""

@@ -12,6 +12,8 @@ from typing import Any, Callable, Dict, List, Optional
 from modules import __version__
 from modules.config import Config
 from modules.database import Database
+from modules.errors import BUSY, UserError
+from modules.flow_analysis import FlowAnalyzer
 from modules.hydration import CREATED, UPDATED, ForwardSync, SyncResult
 from modules.job_manager import HygieneResult, cleanup_orphans
 from modules.models import Channel
@@ -33,6 +35,7 @@ class Service:
         self.phase = STARTING
         self.db: Optional[Database] = None
         self.sync: Optional[ForwardSync] = None
+        self.flow: Optional[FlowAnalyzer] = None
         self.scheduler = Scheduler()
         self.hygiene: Optional[HygieneResult] = None
         self.hydration: Optional[SyncResult] = None
@@ -49,6 +52,7 @@ class Service:
         self.db.migrate()
         self.sync = ForwardSync(self.node, self.db, self.config.hydration_page_size,
                                 log=lambda m: self.log(m, "info"))
+        self.flow = FlowAnalyzer(self.db, self.config)
         jitter = self.config.loop_jitter_percent / 100
         for name, cycle, interval in (
                 ("flow", self.flow_cycle, self.config.flow_interval_seconds),
@@ -100,15 +104,35 @@ class Service:
 
     # --- loops ---------------------------------------------------------------
     def flow_cycle(self) -> Dict[str, Any]:
+        """Catch up new forwards (the hydration path), then analyse every open channel."""
         synced = self.sync.catch_up()
-        channels = self._refresh_channels()
-        return {"forwards_added": synced.rows_added, "channels": len(channels)}
+        channels = [c for c in self._refresh_channels() if c.is_active]
+        flows = self.flow.analyze(channels, self.clock())
+        return {"forwards_added": synced.rows_added, "channels": len(flows),
+                "by_state": self.flow.counts_by_state()}
+
+    def flow_report(self) -> Dict[str, Any]:
+        return {"window_days": self.config.flow_window_days,
+                "by_state": self.flow.counts_by_state(),
+                "channels": [flow_view(f) for f in sorted(self.flow.flows.values(),
+                                                          key=lambda f: -f.daily_volume_msat)]}
 
     def fee_cycle(self) -> Dict[str, Any]:
         return {"status": "fee controller not enabled in this version"}
 
     def rebalance_cycle(self) -> Dict[str, Any]:
         return {"status": "rebalancer not enabled in this version"}
+
+    def run_loop_now(self, name: str, timeout: float = 300.0) -> Any:
+        """Runs a loop's cycle now (on its own thread) and returns its result."""
+        if self.phase != RUNNING:
+            raise UserError(f"cl-revenue-ops is {self.phase}; try again once it is running", BUSY)
+        loop = self.scheduler.loops[name]
+        if not loop.run_now(wait=True, timeout=timeout):
+            raise UserError(f"the {name} cycle did not finish within {timeout:g} s", BUSY)
+        if loop.stats.last_error:
+            raise UserError(f"the {name} cycle failed: {loop.stats.last_error}", BUSY)
+        return loop.stats.last_result
 
     # --- live events -----------------------------------------------------------
     def on_forward_event(self, payload: Dict[str, Any]) -> int:
@@ -141,7 +165,8 @@ class Service:
             "sling": self._sling_status(),
             "startup_hygiene": self.hygiene.to_dict() if self.hygiene else None,
             "channels": {"count": len(self.channels),
-                         "active": sum(1 for c in self.channels if c.is_active)},
+                         "active": sum(1 for c in self.channels if c.is_active),
+                         "by_flow_state": self.flow.counts_by_state() if self.flow else None},
         }
 
     def _sling_status(self) -> Dict[str, Any]:
@@ -160,3 +185,15 @@ class Service:
         self.phase = STOPPED
         if self.db is not None:
             self.db.close()
+
+
+def flow_view(flow) -> Dict[str, Any]:
+    """A ChannelFlow as operators read it: sats for volumes, msat kept for fees."""
+    return {"short_channel_id": flow.short_channel_id, "state": flow.state,
+            "flow_ratio": round(flow.flow_ratio, 3),
+            "daily_volume_sats": flow.daily_volume_msat // 1000,
+            "daily_out_sats": flow.daily_out_msat // 1000,
+            "in_sats": flow.in_msat // 1000, "out_sats": flow.out_msat // 1000,
+            "fees_earned_msat": flow.fees_earned_msat,
+            "in_count": flow.in_count, "out_count": flow.out_count,
+            "updated_at": flow.updated_at}
