@@ -37,6 +37,8 @@ class OptionSpec:
     def range_text(self) -> str:
         if self.kind == "bool":
             return "true or false"
+        if self.kind == "str":
+            return "text"
         if self.minimum is None and self.maximum is None:
             return "any " + self.kind
         return f"{self.kind} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
@@ -211,3 +213,17 @@ def manifest_options() -> List[Dict[str, Any]]:
                        "description": f"{o.description} ({o.range_text()})",
                        "opt_type": o.cln_type})
     return result
+
+
+def options_markdown() -> str:
+    """The README's options table: `python -m modules.config`."""
+    lines = ["| option | default | allowed | what it does |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        default = str(o.default).lower() if isinstance(o.default, bool) else o.default
+        shown = f"`{default}`" if default != "" else "(empty)"
+        lines.append(f"| `{o.full_name}` | {shown} | {o.range_text()} | {o.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(options_markdown())
