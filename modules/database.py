@@ -9,15 +9,17 @@ Flow is also rolled up per channel and hour (flow_hourly) at insert time, so the
 per-cycle aggregation reads a few thousand rollup rows instead of millions of forwards.
 """
 import contextlib
+import json
 import os
 import sqlite3
 import threading
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from modules.models import ChannelFlow, FlowTotals, Forward
 
 BUSY_TIMEOUT_MS = 10000
 HOUR_SECONDS = 3600
+DAY_SECONDS = 86400
 
 # Each entry runs once, in order; user_version records how many have run.
 MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
@@ -65,6 +67,33 @@ MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
                applied INTEGER NOT NULL, detail_json TEXT NOT NULL)""",
         "CREATE INDEX idx_fee_decisions_scid_time ON fee_decisions(scid, time)",
         "CREATE TABLE clboss_unmanaged (peer_id TEXT PRIMARY KEY, time REAL NOT NULL)",
+    ),
+    (  # 3: rebalancing: failures, jobs, the budget ledger, decisions
+        """CREATE TABLE channel_failures (
+               scid TEXT NOT NULL, role TEXT NOT NULL,   -- 'destination' or 'source'
+               failure_count INTEGER NOT NULL, last_failure_time REAL NOT NULL,
+               PRIMARY KEY (scid, role))""",
+        """CREATE TABLE rebalance_jobs (
+               id INTEGER PRIMARY KEY,
+               scid TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
+               status TEXT NOT NULL,                      -- running, or how it ended
+               amount_msat INTEGER NOT NULL,              -- what it set out to move
+               chunk_sats INTEGER NOT NULL, max_ppm INTEGER NOT NULL,
+               candidates_json TEXT NOT NULL, target REAL NOT NULL,
+               moved_msat INTEGER NOT NULL DEFAULT 0, fee_paid_msat INTEGER NOT NULL DEFAULT 0,
+               manual INTEGER NOT NULL DEFAULT 0, end_reason TEXT)""",
+        "CREATE INDEX idx_rebalance_jobs_status ON rebalance_jobs(status)",
+        "CREATE INDEX idx_rebalance_jobs_scid ON rebalance_jobs(scid, started_at)",
+        """CREATE TABLE budget_ledger (
+               job_id INTEGER PRIMARY KEY,
+               reserved_msat INTEGER NOT NULL,            -- worst case, held while running
+               spent_msat INTEGER,                        -- actual, once reconciled
+               reserved_at REAL NOT NULL, reconciled_at REAL)""",
+        "CREATE INDEX idx_budget_ledger_reconciled ON budget_ledger(reconciled_at)",
+        """CREATE TABLE rebalance_decisions (
+               id INTEGER PRIMARY KEY, time REAL NOT NULL, scid TEXT NOT NULL,
+               action TEXT NOT NULL, detail_json TEXT NOT NULL)""",
+        "CREATE INDEX idx_rebalance_decisions_time ON rebalance_decisions(time)",
     ),
 )
 
@@ -293,6 +322,108 @@ class Database:
     def mark_clboss_unmanaged(self, peer_id: str, now: float) -> None:
         with self._write() as tx:
             tx.execute("INSERT OR IGNORE INTO clboss_unmanaged VALUES (?, ?)", (peer_id, now))
+
+    # --- rebalancing ------------------------------------------------------------
+    def _budget_usage(self, conn: sqlite3.Connection, now: float) -> Tuple[int, int]:
+        spent = conn.execute("SELECT COALESCE(SUM(spent_msat), 0) FROM budget_ledger"
+                             " WHERE reconciled_at > ?", (now - DAY_SECONDS,)).fetchone()[0]
+        reserved = conn.execute("SELECT COALESCE(SUM(reserved_msat), 0) FROM budget_ledger"
+                                " WHERE reconciled_at IS NULL").fetchone()[0]
+        return spent, reserved
+
+    def budget_usage(self, now: float) -> Tuple[int, int]:
+        """(fees spent in the last 24 h, fees reserved by running jobs), msat."""
+        return self._budget_usage(self._conn(), now)
+
+    def start_job_reserving(self, job: Dict[str, Any], reserve_msat: int,
+                            fits: Callable[[int, int, int], bool], now: float) -> Optional[int]:
+        """Records a job and reserves its worst-case fee in one transaction.
+
+        `fits(spent_msat, reserved_msat, reserve_msat)` is the budget rule; it sees the
+        ledger as it is inside the transaction, so two callers can never both pass on
+        the same headroom. Returns the job id, or None when the budget does not fit.
+        """
+        with self._write() as tx:
+            spent, reserved = self._budget_usage(tx, now)
+            if not fits(spent, reserved, reserve_msat):
+                return None
+            job_id = tx.execute(
+                "INSERT INTO rebalance_jobs (scid, started_at, status, amount_msat, chunk_sats,"
+                " max_ppm, candidates_json, target, manual) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                (job["scid"], now, job["amount_msat"], job["chunk_sats"], job["max_ppm"],
+                 json.dumps(job["candidates"]), job["target"], int(job.get("manual", False)))).lastrowid
+            tx.execute("INSERT INTO budget_ledger (job_id, reserved_msat, reserved_at) VALUES (?, ?, ?)",
+                       (job_id, reserve_msat, now))
+        return job_id
+
+    def update_job_progress(self, job_id: int, moved_msat: int, fee_paid_msat: int) -> None:
+        with self._write() as tx:
+            tx.execute("UPDATE rebalance_jobs SET moved_msat = ?, fee_paid_msat = ? WHERE id = ?",
+                       (moved_msat, fee_paid_msat, job_id))
+
+    def end_job(self, job_id: int, status: str, reason: str, moved_msat: int, fee_paid_msat: int,
+                now: float) -> None:
+        """Closes a job and turns its reservation into the fee actually paid."""
+        with self._write() as tx:
+            tx.execute("UPDATE rebalance_jobs SET status = ?, end_reason = ?, ended_at = ?,"
+                       " moved_msat = ?, fee_paid_msat = ? WHERE id = ?",
+                       (status, reason, now, moved_msat, fee_paid_msat, job_id))
+            tx.execute("UPDATE budget_ledger SET spent_msat = ?, reconciled_at = ? WHERE job_id = ?",
+                       (fee_paid_msat, now, job_id))
+
+    def running_jobs(self) -> List[Dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT j.id, j.scid, j.started_at, j.amount_msat, j.chunk_sats, j.max_ppm, j.candidates_json,"
+            " j.target, j.moved_msat, j.fee_paid_msat, j.manual, b.reserved_msat FROM rebalance_jobs j"
+            " JOIN budget_ledger b ON b.job_id = j.id WHERE j.status = 'running' ORDER BY j.id")
+        keys = ("id", "scid", "started_at", "amount_msat", "chunk_sats", "max_ppm", "candidates",
+                "target", "moved_msat", "fee_paid_msat", "manual", "reserved_msat")
+        jobs = [dict(zip(keys, r)) for r in rows]
+        for job in jobs:
+            job["candidates"] = json.loads(job["candidates"])
+            job["manual"] = bool(job["manual"])
+        return jobs
+
+    def recent_jobs(self, limit: int = 20) -> List[Dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT id, scid, started_at, ended_at, status, end_reason, amount_msat, max_ppm, moved_msat,"
+            " fee_paid_msat FROM rebalance_jobs WHERE status != 'running' ORDER BY id DESC LIMIT ?", (limit,))
+        keys = ("id", "scid", "started_at", "ended_at", "status", "end_reason", "amount_msat",
+                "max_ppm", "moved_msat", "fee_paid_msat")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def rebalance_cost_ppm(self) -> Dict[str, int]:
+        """Average fee paid per moved msat into each channel, over finished jobs, in ppm."""
+        rows = self._conn().execute(
+            "SELECT scid, SUM(fee_paid_msat), SUM(moved_msat) FROM rebalance_jobs"
+            " WHERE status != 'running' AND moved_msat > 0 GROUP BY scid")
+        return {r[0]: int(r[1] * 1_000_000 // r[2]) for r in rows}
+
+    def record_failure(self, scid: str, role: str, now: float) -> None:
+        with self._write() as tx:
+            tx.execute("INSERT INTO channel_failures VALUES (?, ?, 1, ?) ON CONFLICT (scid, role)"
+                       " DO UPDATE SET failure_count = failure_count + 1, last_failure_time = excluded.last_failure_time",
+                       (scid, role, now))
+
+    def clear_failures(self, scid: str, role: str) -> None:
+        with self._write() as tx:
+            tx.execute("DELETE FROM channel_failures WHERE scid = ? AND role = ?", (scid, role))
+
+    def failures(self, role: str) -> Dict[str, Tuple[int, float]]:
+        rows = self._conn().execute(
+            "SELECT scid, failure_count, last_failure_time FROM channel_failures WHERE role = ?", (role,))
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def delete_failures(self, scids: Iterable[str], role: str) -> int:
+        with self._write() as tx:
+            return tx.executemany("DELETE FROM channel_failures WHERE scid = ? AND role = ?",
+                                  [(s, role) for s in scids]).rowcount
+
+    def save_rebalance_decisions(self, decisions: Iterable[Tuple[str, str, str]], now: float) -> None:
+        """decisions: (scid, action, detail_json)."""
+        with self._write() as tx:
+            tx.executemany("INSERT INTO rebalance_decisions (time, scid, action, detail_json) VALUES (?, ?, ?, ?)",
+                           [(now, d[0], d[1], d[2]) for d in decisions])
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> List[str]:
         """EXPLAIN QUERY PLAN details, for tests and benches that check index use."""
