@@ -81,6 +81,9 @@ MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
                chunk_sats INTEGER NOT NULL, max_ppm INTEGER NOT NULL,
                candidates_json TEXT NOT NULL, target REAL NOT NULL,
                moved_msat INTEGER NOT NULL DEFAULT 0, fee_paid_msat INTEGER NOT NULL DEFAULT 0,
+               failures INTEGER NOT NULL DEFAULT 0,
+               -- sling's stats are per channel, not per job: what they said when we started
+               baseline_json TEXT NOT NULL DEFAULT '{}',
                manual INTEGER NOT NULL DEFAULT 0, end_reason TEXT)""",
         "CREATE INDEX idx_rebalance_jobs_status ON rebalance_jobs(status)",
         "CREATE INDEX idx_rebalance_jobs_scid ON rebalance_jobs(scid, started_at)",
@@ -349,45 +352,53 @@ class Database:
                 return None
             job_id = tx.execute(
                 "INSERT INTO rebalance_jobs (scid, started_at, status, amount_msat, chunk_sats,"
-                " max_ppm, candidates_json, target, manual) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                " max_ppm, candidates_json, target, manual) VALUES (?, ?, 'starting', ?, ?, ?, ?, ?, ?)",
                 (job["scid"], now, job["amount_msat"], job["chunk_sats"], job["max_ppm"],
                  json.dumps(job["candidates"]), job["target"], int(job.get("manual", False)))).lastrowid
             tx.execute("INSERT INTO budget_ledger (job_id, reserved_msat, reserved_at) VALUES (?, ?, ?)",
                        (job_id, reserve_msat, now))
         return job_id
 
-    def update_job_progress(self, job_id: int, moved_msat: int, fee_paid_msat: int) -> None:
+    def mark_job_running(self, job_id: int, baseline: Dict[str, int]) -> None:
         with self._write() as tx:
-            tx.execute("UPDATE rebalance_jobs SET moved_msat = ?, fee_paid_msat = ? WHERE id = ?",
-                       (moved_msat, fee_paid_msat, job_id))
+            tx.execute("UPDATE rebalance_jobs SET status = 'running', baseline_json = ? WHERE id = ?",
+                       (json.dumps(baseline), job_id))
+
+    def update_job_progress(self, job_id: int, moved_msat: int, fee_paid_msat: int, failures: int) -> None:
+        with self._write() as tx:
+            tx.execute("UPDATE rebalance_jobs SET moved_msat = ?, fee_paid_msat = ?, failures = ? WHERE id = ?",
+                       (moved_msat, fee_paid_msat, failures, job_id))
 
     def end_job(self, job_id: int, status: str, reason: str, moved_msat: int, fee_paid_msat: int,
-                now: float) -> None:
+                failures: int, now: float) -> None:
         """Closes a job and turns its reservation into the fee actually paid."""
         with self._write() as tx:
             tx.execute("UPDATE rebalance_jobs SET status = ?, end_reason = ?, ended_at = ?,"
-                       " moved_msat = ?, fee_paid_msat = ? WHERE id = ?",
-                       (status, reason, now, moved_msat, fee_paid_msat, job_id))
+                       " moved_msat = ?, fee_paid_msat = ?, failures = ? WHERE id = ?",
+                       (status, reason, now, moved_msat, fee_paid_msat, failures, job_id))
             tx.execute("UPDATE budget_ledger SET spent_msat = ?, reconciled_at = ? WHERE job_id = ?",
                        (fee_paid_msat, now, job_id))
 
     def running_jobs(self) -> List[Dict[str, Any]]:
         rows = self._conn().execute(
-            "SELECT j.id, j.scid, j.started_at, j.amount_msat, j.chunk_sats, j.max_ppm, j.candidates_json,"
-            " j.target, j.moved_msat, j.fee_paid_msat, j.manual, b.reserved_msat FROM rebalance_jobs j"
-            " JOIN budget_ledger b ON b.job_id = j.id WHERE j.status = 'running' ORDER BY j.id")
-        keys = ("id", "scid", "started_at", "amount_msat", "chunk_sats", "max_ppm", "candidates",
-                "target", "moved_msat", "fee_paid_msat", "manual", "reserved_msat")
+            "SELECT j.id, j.scid, j.status, j.started_at, j.amount_msat, j.chunk_sats, j.max_ppm,"
+            " j.candidates_json, j.target, j.moved_msat, j.fee_paid_msat, j.failures, j.baseline_json,"
+            " j.manual, b.reserved_msat FROM rebalance_jobs j JOIN budget_ledger b ON b.job_id = j.id"
+            " WHERE j.status IN ('starting', 'running') ORDER BY j.id")
+        keys = ("id", "scid", "status", "started_at", "amount_msat", "chunk_sats", "max_ppm", "candidates",
+                "target", "moved_msat", "fee_paid_msat", "failures", "baseline", "manual", "reserved_msat")
         jobs = [dict(zip(keys, r)) for r in rows]
         for job in jobs:
             job["candidates"] = json.loads(job["candidates"])
+            job["baseline"] = json.loads(job["baseline"])
             job["manual"] = bool(job["manual"])
         return jobs
 
     def recent_jobs(self, limit: int = 20) -> List[Dict[str, Any]]:
         rows = self._conn().execute(
             "SELECT id, scid, started_at, ended_at, status, end_reason, amount_msat, max_ppm, moved_msat,"
-            " fee_paid_msat FROM rebalance_jobs WHERE status != 'running' ORDER BY id DESC LIMIT ?", (limit,))
+            " fee_paid_msat FROM rebalance_jobs WHERE status NOT IN ('starting', 'running') ORDER BY id DESC LIMIT ?",
+            (limit,))
         keys = ("id", "scid", "started_at", "ended_at", "status", "end_reason", "amount_msat",
                 "max_ppm", "moved_msat", "fee_paid_msat")
         return [dict(zip(keys, r)) for r in rows]
@@ -396,14 +407,14 @@ class Database:
         """Average fee paid per moved msat into each channel, over finished jobs, in ppm."""
         rows = self._conn().execute(
             "SELECT scid, SUM(fee_paid_msat), SUM(moved_msat) FROM rebalance_jobs"
-            " WHERE status != 'running' AND moved_msat > 0 GROUP BY scid")
+            " WHERE status NOT IN ('starting', 'running') AND moved_msat > 0 GROUP BY scid")
         return {r[0]: int(r[1] * 1_000_000 // r[2]) for r in rows}
 
-    def record_failure(self, scid: str, role: str, now: float) -> None:
+    def record_failure(self, scid: str, role: str, now: float, count: int = 1) -> None:
         with self._write() as tx:
-            tx.execute("INSERT INTO channel_failures VALUES (?, ?, 1, ?) ON CONFLICT (scid, role)"
-                       " DO UPDATE SET failure_count = failure_count + 1, last_failure_time = excluded.last_failure_time",
-                       (scid, role, now))
+            tx.execute("INSERT INTO channel_failures VALUES (?, ?, ?, ?) ON CONFLICT (scid, role)"
+                       " DO UPDATE SET failure_count = failure_count + excluded.failure_count,"
+                       " last_failure_time = excluded.last_failure_time", (scid, role, count, now))
 
     def clear_failures(self, scid: str, role: str) -> None:
         with self._write() as tx:

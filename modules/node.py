@@ -4,6 +4,7 @@ Every read returns typed data with integer msat, whatever the node's version sen
 (plain integers since v23.05; "123msat" strings or Millisatoshi objects before).
 Every failure surfaces as NodeError with the method, the code and the message.
 """
+import dataclasses
 import socket
 import threading
 from typing import Any, Dict, Iterable, List, Optional
@@ -14,6 +15,17 @@ from modules.models import Channel, Forward
 
 UNKNOWN_COMMAND = -32601
 INVALID_PARAMS = -32602
+
+
+@dataclasses.dataclass(frozen=True)
+class SlingTotals:
+    moved_msat: int = 0
+    fee_paid_msat: int = 0
+    successes: int = 0
+    failures: int = 0
+
+    def to_dict(self) -> Dict[str, int]:
+        return dataclasses.asdict(self)
 
 
 class NodeError(Exception):
@@ -188,5 +200,17 @@ class NodeAdapter:
     def sling_stop(self, scid: str) -> Any:
         return self.call("sling-stop", {"scid": scid})
 
-    def sling_stats(self, scid: str) -> Dict[str, Any]:
-        return self.call("sling-stats", {"scid": scid, "json": True})
+    def sling_totals(self, scid: str) -> SlingTotals:
+        """sling-stats <scid> true, reduced to running totals for that channel.
+
+        sling keeps these per channel over its stats window (30 days by default), not per
+        job: a job's own figures are the difference from a reading taken when it started.
+        """
+        result = self.call("sling-stats", {"scid": scid, "json": True}) or {}
+        successes = result.get("successes_in_time_window") or {}
+        failures = result.get("failures_in_time_window") or {}
+        return SlingTotals(
+            moved_msat=int(successes.get("total_amount_sats", 0)) * 1000,
+            fee_paid_msat=int(successes.get("total_spent_sats", 0)) * 1000,
+            successes=int(successes.get("total_rebalances", 0)),
+            failures=int(failures.get("total_rebalances_tried", 0)))
