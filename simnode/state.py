@@ -1,0 +1,388 @@
+"""Node state of the simulated Core Lightning node.
+
+Holds channels, on-chain funds, loaded (fake) plugins, injected faults and the
+log of RPC calls, and renders the channel-related RPC results in the shapes of
+Core Lightning v26.06 (see /work/shared/cln-samples).  All access goes through
+one re-entrant lock because the RPC server answers from many threads.
+"""
+import hashlib
+import json
+import re
+import threading
+import time
+
+VERSION = "v26.06.6"
+BLOCKHEIGHT = 900_000
+SCID_RE = re.compile(r"^\d+x\d+x\d+$")
+PUBKEY_RE = re.compile(r"^0[23][0-9a-f]{64}$")
+# What CLN v26 reports for an anchors channel (copied from the l2 sample).
+CHANNEL_TYPE = {"bits": [12, 22], "names": ["static_remotekey/even", "anchors/even"]}
+FEATURES = ["option_static_remotekey", "option_anchors"]
+FEATURE_SET = {"init": "800898880a8a59a1", "node": "808898880a8a59a1", "channel": "",
+               "invoice": "02000002024100"}
+# The opener pays this much commitment-tx fee buffer (l2 sample: to_us - reserve - spendable).
+COMMIT_FEE_MSAT = 11_295_000
+NORMAL_STATES = ("CHANNELD_NORMAL", "CHANNELD_AWAITING_SPLICE")
+ACTIVE_STATES = NORMAL_STATES + ("CHANNELD_SHUTTING_DOWN", "CLOSINGD_SIGEXCHANGE")
+PENDING_STATES = ("CHANNELD_AWAITING_LOCKIN", "DUALOPEND_AWAITING_LOCKIN", "DUALOPEND_OPEN_INIT",
+                  "OPENINGD")
+FAKE_PLUGIN_DIR = "/home/operator/.lightning/plugins"
+BUILTIN_PLUGINS = ["autoclean", "chanbackup", "bcli", "commando", "funder", "topology",
+                   "keysend", "offers", "pay", "recover", "txprepare", "cln-xpay",
+                   "cln-askrene", "sql", "bookkeeper"]
+LIGHTNINGD = -1          # CLN's generic error code
+INVALID_PARAMS = -32602
+METHOD_NOT_FOUND = -32601
+
+
+class SimRpcError(Exception):
+    """A JSON-RPC error answer: code, message and optional data, as CLN sends them."""
+
+    def __init__(self, code, message, data=None):
+        super().__init__(f"RPC error {code}: {message}")
+        self.code, self.message, self.data = code, message, data
+
+    def to_json(self):
+        err = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+def sha256_hex(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def make_pubkey(seed):
+    """Deterministic 33-byte compressed-pubkey-looking hex from a seed string."""
+    digest = sha256_hex(seed)
+    return ("02" if int(digest[0], 16) % 2 == 0 else "03") + sha256_hex(digest)
+
+
+def badparam(name, msg, value):
+    """CLN's command_fail_badparam text (developer-mode form, as in the samples)."""
+    return SimRpcError(INVALID_PARAMS, f"{name}: {msg}: invalid token '{json.dumps(value)}'")
+
+
+class NodeState:
+    def __init__(self, node_id=None, alias="SIMNODE-" + VERSION):
+        self.lock = threading.RLock()
+        self.node_id = node_id or make_pubkey("simnode")
+        self.alias = alias
+        self.blockheight = BLOCKHEIGHT
+        self.channels = {}          # scid -> record (insertion order = listing order)
+        self.closed = {}            # scid -> record of channels gone from listpeerchannels
+        self.funds_onchain_msat = 0
+        self.loaded = set()         # fake plugins: "sling", "clboss"
+        self.clboss_unmanaged = {}  # nodeid -> tags string
+        self._faults = {}
+        self._calls = []
+        self._seq = 0
+
+    # ---- channels -------------------------------------------------------
+    def add_channel(self, capacity_sats=1_000_000, local_sats=500_000, fee_ppm=100,
+                    fee_base_msat=1, opener="local", peer_id=None, scid=None, htlcs_in_use=0,
+                    max_htlcs=483, connected=True, state="CHANNELD_NORMAL", private=False,
+                    remote_fee_ppm=None, remote_fee_base_msat=1000):
+        if opener not in ("local", "remote"):
+            raise ValueError("opener must be 'local' or 'remote'")
+        if not 0 <= local_sats <= capacity_sats:
+            raise ValueError("local_sats must be within 0..capacity_sats")
+        with self.lock:
+            self._seq += 1
+            n = self._seq
+            scid = scid or f"{800000 + 7 * n}x{12 + n}x0"
+            if not SCID_RE.match(scid) or scid in self.channels:
+                raise ValueError(f"bad or duplicate scid {scid}")
+            peer_id = peer_id or make_pubkey(f"peer-{n}")
+            if not PUBKEY_RE.match(peer_id):
+                raise ValueError(f"bad peer_id {peer_id}")
+            capacity_msat = capacity_sats * 1000
+            reserve = max(capacity_msat // 100, 546_000)  # 1% reserve, never below dust
+            self.channels[scid] = {
+                "scid": scid, "peer_id": peer_id, "channel_id": sha256_hex(f"cid-{scid}"),
+                "funding_txid": sha256_hex(f"txid-{scid}"), "capacity_msat": capacity_msat,
+                "local_msat": local_sats * 1000, "fee_base_msat": fee_base_msat,
+                "fee_ppm": fee_ppm, "opener": opener, "private": private,
+                "connected": connected, "state": state, "htlcs_in_use": htlcs_in_use,
+                "max_htlcs": max_htlcs, "our_reserve_msat": reserve,
+                "their_reserve_msat": reserve, "htlc_min_msat": 0,
+                "htlc_max_msat": capacity_msat * 99 // 100, "cltv_delta": 34,
+                "ignore_fee_limits": False,
+                "remote_fee_ppm": remote_fee_ppm if remote_fee_ppm is not None
+                else 10 + int(sha256_hex(scid)[:4], 16) % 990,
+                "remote_fee_base_msat": remote_fee_base_msat,
+                "alias_local": f"{3000000 + n}x{1000 + n}x{n}",
+                "alias_remote": f"{4000000 + n}x{2000 + n}x{n}",
+                "opened_at": time.time(), "direction": 0 if self.node_id < peer_id else 1,
+                "counters": dict.fromkeys(
+                    ["in_payments_offered", "in_offered_msat", "in_payments_fulfilled",
+                     "in_fulfilled_msat", "out_payments_offered", "out_offered_msat",
+                     "out_payments_fulfilled", "out_fulfilled_msat"], 0),
+            }
+            return scid
+
+    def channel(self, scid):
+        with self.lock:
+            if scid in self.channels:
+                return self.channels[scid]
+            if scid in self.closed:
+                return self.closed[scid]
+            raise KeyError(f"no channel {scid}")
+
+    def close_channel(self, scid, keep_onchain=False):
+        with self.lock:
+            ch = self.channels[scid]
+            ch["connected"] = False
+            ch["state"] = "ONCHAIN"
+            ch["closer"] = "local"
+            if not keep_onchain:
+                self.closed[scid] = self.channels.pop(scid)
+
+    def set_balance(self, scid, local_msat):
+        with self.lock:
+            ch = self.channels[scid]
+            if not 0 <= local_msat <= ch["capacity_msat"]:
+                raise ValueError("local_msat outside 0..capacity")
+            ch["local_msat"] = int(local_msat)
+
+    def move(self, scid, delta_msat):
+        """Shift our balance by delta (clamped to the channel), used by sling and forwards."""
+        with self.lock:
+            ch = self.channels[scid]
+            ch["local_msat"] = min(ch["capacity_msat"], max(0, ch["local_msat"] + delta_msat))
+
+    def fee_policies(self):
+        with self.lock:
+            return {s: (c["fee_ppm"], c["fee_base_msat"]) for s, c in self.channels.items()}
+
+    # ---- faults and call log -------------------------------------------
+    def set_fault(self, method, kind, **kw):
+        if kind not in ("error", "hang", "old_shapes"):
+            raise ValueError(f"unknown fault kind {kind}")
+        with self.lock:
+            self._faults[method] = dict(kw, kind=kind)
+
+    def clear_faults(self, method=None):
+        with self.lock:
+            if method is None:
+                self._faults.clear()
+            else:
+                self._faults.pop(method, None)
+
+    def take_fault(self, method):
+        """The fault for this call, if any; a fault with times=N clears itself after N uses."""
+        with self.lock:
+            fault = self._faults.get(method)
+            if fault and "times" in fault:
+                fault["times"] -= 1
+                if fault["times"] <= 0:
+                    del self._faults[method]
+            return dict(fault) if fault else None
+
+    def record_call(self, method, params):
+        with self.lock:
+            self._calls.append((method, params))
+
+    def calls(self):
+        with self.lock:
+            return list(self._calls)
+
+    def clear_calls(self):
+        with self.lock:
+            self._calls.clear()
+
+    # ---- rendering ------------------------------------------------------
+    def _spendable(self, ch):
+        if ch["state"] not in NORMAL_STATES:
+            return 0, 0
+        remote = ch["capacity_msat"] - ch["local_msat"]
+        local_fee = COMMIT_FEE_MSAT if ch["opener"] == "local" else 0
+        remote_fee = COMMIT_FEE_MSAT - local_fee
+        spendable = max(0, ch["local_msat"] - ch["our_reserve_msat"] - local_fee)
+        receivable = max(0, remote - ch["their_reserve_msat"] - remote_fee)
+        cap = ch["htlc_max_msat"]
+        return min(spendable, cap), min(receivable, cap)
+
+    def _htlcs(self, ch):
+        out = []
+        for i in range(ch["htlcs_in_use"]):
+            inbound = i % 2 == 0
+            out.append({"direction": "in" if inbound else "out", "id": i // 2,
+                        "amount_msat": 100_000 * (i + 1), "expiry": self.blockheight + 40 + i,
+                        "payment_hash": sha256_hex(f"htlc-{ch['scid']}-{i}"),
+                        "state": "RCVD_ADD_ACK_REVOCATION" if inbound
+                        else "SENT_ADD_ACK_REVOCATION"})
+        return out
+
+    def _updates(self, ch):
+        local = {"htlc_minimum_msat": ch["htlc_min_msat"], "htlc_maximum_msat": ch["htlc_max_msat"],
+                 "cltv_expiry_delta": ch["cltv_delta"], "fee_base_msat": ch["fee_base_msat"],
+                 "fee_proportional_millionths": ch["fee_ppm"]}
+        remote = dict(local, fee_base_msat=ch["remote_fee_base_msat"],
+                      fee_proportional_millionths=ch["remote_fee_ppm"])
+        return {"local": local, "remote": remote}
+
+    def _status_line(self, ch):
+        if ch["state"] == "ONCHAIN":
+            return "ONCHAIN:All outputs resolved: waiting 100 more blocks before forgetting channel"
+        if not ch["connected"]:
+            return f"{ch['state']}:Will attempt reconnect in 300 seconds"
+        return f"{ch['state']}:Channel ready for use."
+
+    def render_channel(self, ch):
+        """One listpeerchannels entry, field order and presence as in l2_listpeerchannels.json."""
+        spendable, receivable = self._spendable(ch)
+        cap, local = ch["capacity_msat"], ch["local_msat"]
+        entry = {"peer_id": ch["peer_id"], "peer_connected": ch["connected"]}
+        if ch["connected"]:
+            entry["reestablished"] = True
+        entry.update({
+            "channel_type": CHANNEL_TYPE, "updates": self._updates(ch), "state": ch["state"],
+            "scratch_txid": sha256_hex(f"scratch-{ch['scid']}"), "last_tx_fee_msat": 4751000,
+            "lost_state": False, "feerate": {"perkw": 3755, "perkb": 15020}})
+        if ch["connected"]:
+            entry["owner"] = "channeld"
+        entry.update({
+            "short_channel_id": ch["scid"], "direction": ch["direction"],
+            "channel_id": ch["channel_id"], "funding_txid": ch["funding_txid"],
+            "funding_outnum": 0,
+            "close_to_addr": "bcrt1p" + sha256_hex(f"close-{ch['scid']}")[:58],
+            "close_to": "5120" + sha256_hex(f"closeto-{ch['scid']}"),
+            "private": ch["private"], "opener": ch["opener"]})
+        if "closer" in ch:
+            entry["closer"] = ch["closer"]
+        local_funds = cap if ch["opener"] == "local" else 0
+        entry.update({
+            "alias": {"local": ch["alias_local"], "remote": ch["alias_remote"]},
+            "features": FEATURES,
+            "funding": {"local_funds_msat": local_funds, "remote_funds_msat": cap - local_funds,
+                        "pushed_msat": 0, "withheld": False},
+            "to_us_msat": local, "min_to_us_msat": local, "max_to_us_msat": local,
+            "total_msat": cap, "fee_base_msat": ch["fee_base_msat"],
+            "fee_proportional_millionths": ch["fee_ppm"], "dust_limit_msat": 546000,
+            "their_max_htlc_value_in_flight_msat": 18446744073709551615,
+            "our_max_htlc_value_in_flight_msat": 18446744073709551615,
+            "their_reserve_msat": ch["their_reserve_msat"],
+            "our_reserve_msat": ch["our_reserve_msat"], "spendable_msat": spendable,
+            "receivable_msat": receivable, "minimum_htlc_in_msat": 0,
+            "minimum_htlc_out_msat": ch["htlc_min_msat"],
+            "maximum_htlc_out_msat": ch["htlc_max_msat"], "their_to_self_delay": 144,
+            "our_to_self_delay": 144, "max_accepted_htlcs": ch["max_htlcs"],
+            "state_changes": [{"timestamp": _iso(ch["opened_at"]),
+                               "old_state": "CHANNELD_AWAITING_LOCKIN",
+                               "new_state": "CHANNELD_NORMAL",
+                               "cause": "user" if ch["opener"] == "local" else "remote",
+                               "message": "Lockin complete"}],
+            "status": [self._status_line(ch)]})
+        entry.update(ch["counters"])
+        entry["htlcs"] = self._htlcs(ch)
+        return entry
+
+    def listpeerchannels(self, peer_id=None, scid=None, channel_id=None):
+        with self.lock:
+            chans = list(self.channels.values())
+            if peer_id:
+                chans = [c for c in chans if c["peer_id"] == peer_id]
+            if scid:
+                chans = [c for c in chans if c["scid"] == scid]
+            if channel_id:
+                chans = [c for c in chans if c["channel_id"] == channel_id]
+            return {"channels": [self.render_channel(c) for c in chans]}
+
+    def listfunds(self):
+        with self.lock:
+            outputs = []
+            if self.funds_onchain_msat:
+                txid = sha256_hex("onchain-funds")
+                outputs.append({
+                    "txid": txid, "output": 1, "amount_msat": int(self.funds_onchain_msat),
+                    "scriptpubkey": "5120" + sha256_hex("spk"),
+                    "address": "bcrt1p" + sha256_hex("addr")[:58], "status": "confirmed",
+                    "blockheight": self.blockheight - 100, "reserved": False})
+            chans = [{"peer_id": c["peer_id"], "connected": c["connected"], "state": c["state"],
+                      "channel_id": c["channel_id"], "short_channel_id": c["scid"],
+                      "our_amount_msat": c["local_msat"], "amount_msat": c["capacity_msat"],
+                      "funding_txid": c["funding_txid"], "funding_output": 0}
+                     for c in self.channels.values()]
+            return {"outputs": outputs, "channels": chans}
+
+    def getinfo(self, lightning_dir, fees_collected_msat):
+        with self.lock:
+            chans = list(self.channels.values())
+            # getinfo counts by state only (peer_control.c json_getinfo), connected or not
+            pending = sum(c["state"] in PENDING_STATES for c in chans)
+            active = sum(c["state"] in ACTIVE_STATES for c in chans)
+            return {
+                "id": self.node_id, "alias": self.alias, "color": self.node_id[:6],
+                "num_peers": len({c["peer_id"] for c in chans}),
+                "num_pending_channels": pending, "num_active_channels": active,
+                "num_inactive_channels": len(chans) - pending - active, "address": [],
+                "binding": [{"type": "ipv4", "address": "127.0.0.1", "port": 9735}],
+                "version": VERSION, "blockheight": self.blockheight, "network": "regtest",
+                "fees_collected_msat": fees_collected_msat, "lightning-dir": lightning_dir,
+                "our_features": FEATURE_SET}
+
+    def _setchannel_targets(self, ident):
+        chans = [c for c in self.channels.values() if c["state"] in NORMAL_STATES
+                 or c["state"] in PENDING_STATES]
+        if ident == "all":
+            return chans
+        if isinstance(ident, str) and PUBKEY_RE.match(ident):
+            found = [c for c in chans if c["peer_id"] == ident]
+            if not found:
+                raise SimRpcError(LIGHTNINGD,
+                                  "Could not find any active channels of peer with that id")
+            return found
+        if isinstance(ident, str) and re.match(r"^[0-9a-f]{64}$", ident):
+            found = [c for c in self.channels.values() if c["channel_id"] == ident]
+            if not found:
+                raise badparam("id", "Channel id not found", ident)
+        elif isinstance(ident, str) and SCID_RE.match(ident):
+            found = [c for c in self.channels.values() if c["scid"] == ident]
+            if not found:
+                raise badparam("id", "Short channel id not found", ident)
+        else:
+            raise badparam("id", "should be a channel ID or short channel ID", ident)
+        if found[0] not in chans:
+            raise badparam("id", f"Channel in state {found[0]['state']}", ident)
+        return found
+
+    def setchannel(self, ident, feebase=None, feeppm=None, htlcmin=None, htlcmax=None,
+                   ignorefeelimits=None):
+        """Apply setchannel; amounts already parsed to msat ints.  Shape as l2_setchannel.json."""
+        with self.lock:
+            if htlcmin is not None and htlcmax is not None and htlcmax < htlcmin:
+                raise SimRpcError(LIGHTNINGD, "htlcmax cannot be less than htlcmin")
+            result = []
+            for ch in self._setchannel_targets(ident):
+                for key, val in (("fee_base_msat", feebase), ("fee_ppm", feeppm),
+                                 ("htlc_min_msat", htlcmin), ("htlc_max_msat", htlcmax),
+                                 ("ignore_fee_limits", ignorefeelimits)):
+                    if val is not None:
+                        ch[key] = val
+                result.append({
+                    "peer_id": ch["peer_id"], "channel_id": ch["channel_id"],
+                    "short_channel_id": ch["scid"], "fee_base_msat": ch["fee_base_msat"],
+                    "fee_proportional_millionths": ch["fee_ppm"],
+                    "minimum_htlc_out_msat": ch["htlc_min_msat"],
+                    "maximum_htlc_out_msat": ch["htlc_max_msat"],
+                    "ignore_fee_limits": ch["ignore_fee_limits"]})
+            return {"channels": result}
+
+    def plugin_list(self, started):
+        """`plugin list`: built-ins, fake sling/clboss when loaded, started plugin files."""
+        entries = [{"name": f"/usr/local/libexec/c-lightning/plugins/{n}", "active": True,
+                    "dynamic": n not in ("bcli", "autoclean", "chanbackup", "commando")}
+                   for n in BUILTIN_PLUGINS]
+        with self.lock:
+            for name in sorted(self.loaded):
+                entries.append({"name": f"{FAKE_PLUGIN_DIR}/{name}", "active": True,
+                                "dynamic": True})
+        for path, dynamic in started:
+            entries.append({"name": path, "active": True, "dynamic": dynamic})
+        return {"command": "list", "plugins": entries}
+
+
+def _iso(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
