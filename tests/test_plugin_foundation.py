@@ -67,9 +67,9 @@ def test_hydration_pages_listforwards_and_resumes_from_its_mark(node):
     channels = [c["short_channel_id"] for c in node_rpc(node).listpeerchannels()["channels"]]
     for _ in range(5):
         node.add_forward(channels[0], channels[1], out_msat=50_000_000, fee_msat=5_000)
-    node.calls.clear()
+    seen = len(listforwards_pages(node, "created"))
     plugin = start_plugin(node, **{"revenue-ops-hydration-page-size": 1000})
-    assert [p["start"] for p in listforwards_pages(node, "created")] == [2501]
+    assert [p["start"] for p in listforwards_pages(node, "created")[seen:]] == [2501]
     assert plugin.call("revenue-status")["database"]["hydration"]["rows_added"] == 5
     assert set(stored_forward_keys(node)) == settled_in_node(node)
 
