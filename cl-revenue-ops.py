@@ -79,6 +79,20 @@ def revenue_analyze(plugin, request):
     answer_in_background(request, work)
 
 
+@plugin.async_method("revenue-rebalance")
+def revenue_rebalance(plugin, request, scid=None, amount_sats=None, force=False):
+    """Without scid: run a rebalance pass now. With scid: evaluate it and start a job if it pays
+    (force skips the expected-value rule, never the budget, the reserve or the futility breaker)."""
+    def work():
+        if not isinstance(force, bool):
+            raise UserError(f"force must be true or false, got {force!r}")
+        if scid is None and amount_sats is not None:
+            raise UserError("amount_sats needs a scid: the amount is for one channel")
+        plugin.service.require_running()
+        return plugin.service.rebalance(scid, amount_sats, force)
+    answer_in_background(request, work)
+
+
 @plugin.subscribe("forward_event")
 def on_forward_event(plugin, forward_event, **kwargs):
     if plugin.service is not None:

@@ -54,15 +54,16 @@ class JobPlan:
     amount_msat: int
     chunk_sats: int
     max_ppm: int
+    reserve_msat: int              # worst-case fee, one chunk in flight included
     candidates: List[str]
     target_local_msat: int
     capacity_msat: int
+    source_floor_msat: int = 0     # no candidate is drawn below this
     manual: bool = False
 
-    def worst_case_fee_msat(self) -> int:
-        # One chunk beyond the amount may be in flight when the job is stopped.
-        moved_at_most = self.amount_msat + self.chunk_sats * 1000
-        return -(-moved_at_most * self.max_ppm // 1_000_000)
+    def source_floor_sats(self) -> int:
+        # sling checks the floor before each payment: keep a chunk of headroom above it.
+        return -(-(self.source_floor_msat + self.chunk_sats * 1000) // 1000)
 
     def sling_target(self) -> float:
         """sling idles once our side reaches target * capacity: stop where we planned."""
@@ -89,14 +90,14 @@ class JobManager:
         job = {"scid": plan.scid, "amount_msat": plan.amount_msat, "chunk_sats": plan.chunk_sats,
                "max_ppm": plan.max_ppm, "candidates": plan.candidates,
                "target": plan.sling_target(), "manual": plan.manual}
-        job_id = self.db.start_job_reserving(job, plan.worst_case_fee_msat(), self.budget_fits, now)
+        job_id = self.db.start_job_reserving(job, plan.reserve_msat, self.budget_fits, now)
         if job_id is None:
             raise BudgetExhausted(f"daily budget cannot cover the worst-case fee of "
-                                  f"{plan.worst_case_fee_msat() // 1000} sat for {plan.scid}")
+                                  f"{plan.reserve_msat / 1000:g} sat for {plan.scid}")
         try:
             baseline = self.node.sling_totals(plan.scid)
             self.node.sling_create_job(plan.scid, plan.chunk_sats, plan.max_ppm,
-                                       plan.candidates, plan.sling_target())
+                                       plan.candidates, plan.sling_target(), plan.source_floor_sats())
             self.node.sling_go(plan.scid)
         except NodeError as e:
             self._forget_sling_job(plan.scid)
@@ -125,7 +126,8 @@ class JobManager:
         return ended
 
     def stop_all(self, reason: str, now: float) -> int:
-        """Stops every job we started (shutdown): sling must not spend behind our back."""
+        """Stops every job we started (shutdown, or jobs left by a crash found at start-up):
+        sling must not spend behind our back, and their reservations are reconciled."""
         jobs = self.db.running_jobs()
         for job in jobs:
             try:

@@ -187,11 +187,16 @@ class NodeAdapter:
         return self.call("sling-deletejob", {"job": job})
 
     def sling_create_job(self, scid: str, amount_sats: int, maxppm: int,
-                         candidates: Iterable[str], target: float) -> Any:
-        """A pull job into scid from the given candidates; sling-go starts it."""
+                         candidates: Iterable[str], target: float, source_floor_sats: int) -> Any:
+        """A pull job into scid from the given candidates; sling-go starts it.
+
+        sling leaves min(depleteuptopercent * capacity, depleteuptoamount) in each
+        candidate; a percent just under 1 makes the amount the floor that applies.
+        """
         return self.call("sling-job", {
             "scid": scid, "direction": "pull", "amount": amount_sats, "maxppm": maxppm,
             "candidates": list(candidates), "target": target,
+            "depleteuptopercent": 0.99, "depleteuptoamount": source_floor_sats,
         })
 
     def sling_go(self, scid: str) -> Any:

@@ -33,7 +33,7 @@ PPM = 1_000_000
 MIN_MAX_PPM = 1                 # a job sling can only route at 0 ppm is no job
 MAX_SOURCE_CANDIDATES = 10      # candidates handed to one sling job
 # The job manager reserves the fee of one chunk beyond the amount (one may be in flight
-# when the job is stopped: JobPlan.worst_case_fee_msat); the budget check here does too.
+# when the job is stopped: JobPlan.reserve_msat is this decision's reserve_msat).
 RESERVE_OVERSHOOT_CHUNKS = 1
 SELLING_STATES = (SOURCE, BALANCED)
 CHEAP_SOURCE_STATES = (SINK, BALANCED, IDLE)

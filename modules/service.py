@@ -18,6 +18,7 @@ from modules.hydration import CREATED, UPDATED, ForwardSync, SyncResult
 from modules.job_manager import HygieneResult, cleanup_orphans
 from modules.models import Channel
 from modules.node import NodeAdapter, NodeError, parse_forward
+from modules.rebalancer import Rebalancer
 from modules.scheduler import Loop, Scheduler
 
 Log = Callable[[str, str], None]
@@ -36,6 +37,7 @@ class Service:
         self.db: Optional[Database] = None
         self.sync: Optional[ForwardSync] = None
         self.flow: Optional[FlowAnalyzer] = None
+        self.rebalancer: Optional[Rebalancer] = None
         self.scheduler = Scheduler()
         self.hygiene: Optional[HygieneResult] = None
         self.hydration: Optional[SyncResult] = None
@@ -53,6 +55,7 @@ class Service:
         self.sync = ForwardSync(self.node, self.db, self.config.hydration_page_size,
                                 log=lambda m: self.log(m, "info"))
         self.flow = FlowAnalyzer(self.db, self.config)
+        self.rebalancer = Rebalancer(self.node, self.db, self.config, self.log)
         jitter = self.config.loop_jitter_percent / 100
         for name, cycle, interval in (
                 ("flow", self.flow_cycle, self.config.flow_interval_seconds),
@@ -73,6 +76,9 @@ class Service:
         try:
             self.plugins = self._plugin_names()
             self.hygiene = cleanup_orphans(self.node, self.sling_loaded, self.log)
+            leftover = self.rebalancer.jobs.stop_all("still open when the plugin restarted", self.clock())
+            if leftover:
+                self.log(f"Reconciled {leftover} rebalance jobs left open by an earlier run", "info")
             self.phase = HYDRATING
             self.log("Hydration: reading forwarding history from the node", "info")
             self.hydration = self.sync.catch_up()
@@ -84,7 +90,7 @@ class Service:
             self.log(f"Start-up incomplete: {self.startup_error}; loops start anyway and retry", "warn")
         if self._stopping.is_set():
             return
-        self.scheduler.start()
+        self.scheduler.start(first_delays={"flow": 0})  # flows known before fees or rebalances
         self.phase = RUNNING
 
     def _plugin_names(self) -> List[str]:
@@ -121,12 +127,23 @@ class Service:
         return {"status": "fee controller not enabled in this version"}
 
     def rebalance_cycle(self) -> Dict[str, Any]:
-        return {"status": "rebalancer not enabled in this version"}
+        result = self.rebalance(None, None, False)
+        return {"ran": result["ran"], "reason": result.get("reason"),
+                "started": len(result.get("started", [])), "ended": len(result["ended"])}
+
+    def rebalance(self, scid: Optional[str], amount_sats: Optional[int], force: bool) -> Dict[str, Any]:
+        """An automatic pass (scid None) or the evaluation of one channel, on fresh channels."""
+        channels = self._refresh_channels()
+        return self.rebalancer.run_pass(channels, self.flow.flows, self.sling_loaded, self.clock(),
+                                        scid=scid, amount_sats=amount_sats, force=force)
+
+    def require_running(self) -> None:
+        if self.phase != RUNNING:
+            raise UserError(f"cl-revenue-ops is {self.phase}; try again once it is running", BUSY)
 
     def run_loop_now(self, name: str, timeout: float = 300.0) -> Any:
         """Runs a loop's cycle now (on its own thread) and returns its result."""
-        if self.phase != RUNNING:
-            raise UserError(f"cl-revenue-ops is {self.phase}; try again once it is running", BUSY)
+        self.require_running()
         loop = self.scheduler.loops[name]
         if not loop.run_now(wait=True, timeout=timeout):
             raise UserError(f"the {name} cycle did not finish within {timeout:g} s", BUSY)
@@ -164,6 +181,7 @@ class Service:
             "database": database,
             "sling": self._sling_status(),
             "startup_hygiene": self.hygiene.to_dict() if self.hygiene else None,
+            "rebalancing": self.rebalancer.status(self.clock()) if self.rebalancer else None,
             "channels": {"count": len(self.channels),
                          "active": sum(1 for c in self.channels if c.is_active),
                          "by_flow_state": self.flow.counts_by_state() if self.flow else None},
@@ -183,8 +201,16 @@ class Service:
         self._stopping.set()
         self.scheduler.stop()
         self.phase = STOPPED
-        if self.db is not None:
-            self.db.close()
+        if self.db is None:
+            return
+        if self.sling_loaded:
+            try:
+                stopped = self.rebalancer.jobs.stop_all("plugin shutdown", self.clock())
+                if stopped:
+                    self.log(f"Stopped {stopped} rebalance jobs we had started", "info")
+            except Exception as e:  # shutting down: report and go on closing
+                self.log(f"could not stop rebalance jobs: {e}", "warn")
+        self.db.close()
 
 
 def flow_view(flow) -> Dict[str, Any]:

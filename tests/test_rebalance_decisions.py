@@ -311,11 +311,3 @@ def test_plan_keeps_sources_above_target_and_jobs_within_budget(pairs, budget_sa
     assert all(local[s] >= views[s].target_msat for d in started for s in d.candidates)
     profits = [d.expected_profit_msat for d in started]
     assert profits == sorted(profits, reverse=True)
-
-
-def test_reservation_matches_what_the_job_manager_reserves():
-    from modules.job_manager import JobPlan
-    d = plan([DEST, SRC], [DEST_FLOW, SRC_FLOW])[0]
-    job = JobPlan(d.short_channel_id, d.amount_msat, CONFIG.rebalance_chunk_sats, d.max_ppm,
-                  list(d.candidates), d.target_local_msat, d.capacity_msat)
-    assert job.worst_case_fee_msat() == d.reserve_msat

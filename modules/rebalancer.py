@@ -1,0 +1,178 @@
+"""The rebalance pass: watch running jobs, plan, start what pays, record every verdict.
+
+Thin by design: the decisions are pure (modules/rebalance_decisions.py, modules/budget.py),
+the sling jobs belong to the JobManager, the SQL to the database. This module reads
+their inputs, applies the safety rules an operator counts on (sling loaded, wallet
+reserve, budget, futility breaker, dry-run) and records what happened.
+"""
+import json
+import re
+import threading
+from typing import Any, Dict, List, Optional
+
+from modules.budget import budget_rule, wallet_reserve_ok
+from modules.errors import REBALANCE_REFUSED, UserError
+from modules.job_manager import BudgetExhausted, JobManager, JobPlan
+from modules.models import Channel, ChannelFlow
+from modules.node import NodeAdapter, NodeError
+from modules.rebalance_decisions import FUTILITY_REASON, RebalanceDecision, plan_rebalances, prune_failures
+
+SCID_RE = re.compile(r"^\d+x\d+x\d+$")
+DESTINATION, SOURCE = "destination", "source"
+
+
+class Rebalancer:
+    def __init__(self, node: NodeAdapter, db, config, log):
+        self.node = node
+        self.db = db
+        self.config = config
+        self.log = log
+        self.jobs = JobManager(node, db, config, log, budget_rule(config.daily_budget_sats * 1000))
+        # The loop and a manual revenue-rebalance take turns; the budget itself is also
+        # reserved atomically in the database, so even without this it could not overspend.
+        self._pass_lock = threading.Lock()
+
+    # --- the pass ----------------------------------------------------------------
+    def run_pass(self, channels: List[Channel], flows: Dict[str, ChannelFlow], sling_loaded: bool,
+                 now: float, scid: Optional[str] = None, amount_sats: Optional[int] = None,
+                 force: bool = False) -> Dict[str, Any]:
+        """One pass over every channel (automatic) or one channel (manual, scid given)."""
+        with self._pass_lock:
+            return self._run_pass(channels, flows, sling_loaded, now, scid, amount_sats, force)
+
+    def _run_pass(self, channels, flows, sling_loaded, now, scid, amount_sats, force) -> Dict[str, Any]:
+        manual = scid is not None
+        by_scid = {c.short_channel_id: c for c in channels}
+        if manual:
+            self._check_request(scid, amount_sats, by_scid)
+        ended = self.jobs.watch(by_scid, now) if sling_loaded else []
+        self._prune_failures(by_scid)
+        refusal = self._refusal(sling_loaded)
+        if refusal:
+            if manual:
+                raise UserError(refusal, REBALANCE_REFUSED)
+            return {"ran": False, "reason": refusal, "ended": ended, "decisions": []}
+        running = self.db.running_jobs()
+        busy = {j["scid"] for j in running}
+        if manual and scid in busy:
+            raise UserError(f"a rebalance job is already running for {scid}", REBALANCE_REFUSED)
+        spent, reserved = self.db.budget_usage(now)
+        available = max(0, self.config.daily_budget_sats * 1000 - spent - reserved)
+        if manual and available <= 0:
+            raise UserError(f"daily rebalance budget exhausted: {spent // 1000} sat spent and "
+                            f"{reserved // 1000} sat reserved of {self.config.daily_budget_sats} sat",
+                            REBALANCE_REFUSED)
+        decisions = plan_rebalances(
+            [c for c in channels if c.is_active], flows,
+            {c.short_channel_id: c.fee_ppm for c in channels}, self.db.failures(DESTINATION),
+            self.config, now, sources_exclude=busy | {s for j in running for s in j["candidates"]},
+            destinations_exclude=busy, only_scids=[scid] if manual else None,
+            amount_msat=amount_sats * 1000 if amount_sats else None, force=force,
+            budget_available_msat=available)
+        if manual and decisions and not decisions[0].start:
+            budget_reason = next((r for r in decisions[0].reasons if r.startswith("budget")), None)
+            if budget_reason:
+                raise UserError(f"daily rebalance budget too small for {scid}: {budget_reason}",
+                                REBALANCE_REFUSED)
+        started = self._start(decisions, by_scid, manual, now)
+        self._record(decisions, started, now)
+        result = {"ran": True, "dry_run": self.config.dry_run, "ended": ended,
+                  "started": started, "decisions": [decision_view(d) for d in decisions]}
+        if manual:
+            result["decision"] = result["decisions"][0]
+        return result
+
+    def _check_request(self, scid: str, amount_sats: Optional[int], by_scid: Dict[str, Channel]) -> None:
+        if not isinstance(scid, str) or not SCID_RE.match(scid):
+            raise UserError(f"malformed short channel id {scid!r}: expected BLOCKxTXxOUTPUT")
+        channel = by_scid.get(scid)
+        if channel is None:
+            raise UserError(f"unknown channel {scid}: not among this node's channels")
+        if not channel.is_active:
+            raise UserError(f"channel {scid} is not open for payments (state {channel.state})")
+        if amount_sats is not None:
+            limit = self.config.rebalance_max_amount_sats
+            if isinstance(amount_sats, bool) or not isinstance(amount_sats, int):
+                raise UserError(f"amount_sats must be a whole number of sats, got {amount_sats!r}")
+            if not 0 < amount_sats <= limit:
+                raise UserError(f"amount_sats must be between 1 and {limit} (revenue-ops-rebalance-"
+                                f"max-amount-sats), got {amount_sats}")
+
+    def _refusal(self, sling_loaded: bool) -> Optional[str]:
+        if not sling_loaded:
+            return "sling plugin not loaded: rebalancing is disabled"
+        try:
+            funds = self.node.funds_msat()
+        except NodeError as e:
+            return f"cannot read the wallet's funds: {e}"
+        ok, reason = wallet_reserve_ok(funds["onchain_msat"], funds["channels_msat"], self.config)
+        return None if ok else reason
+
+    def _start(self, decisions: List[RebalanceDecision], by_scid: Dict[str, Channel], manual: bool,
+               now: float) -> List[Dict[str, Any]]:
+        started = []
+        for d in decisions:
+            if d.futility_blocked:
+                self.log(f"{FUTILITY_REASON} Skipping {d.short_channel_id}.", "info")
+            if not d.start:
+                continue
+            if self.config.dry_run:
+                started.append({"scid": d.short_channel_id, "job_id": None, "dry_run": True})
+                continue
+            plan = JobPlan(d.short_channel_id, d.amount_msat, self.config.rebalance_chunk_sats, d.max_ppm,
+                           d.reserve_msat, list(d.candidates), d.target_local_msat,
+                           by_scid[d.short_channel_id].capacity_msat, d.source_floor_msat, manual)
+            try:
+                job_id = self.jobs.start(plan, now)
+            except BudgetExhausted as e:
+                if manual:
+                    raise UserError(str(e), REBALANCE_REFUSED)
+                self.log(f"rebalance of {d.short_channel_id} skipped: {e}", "info")
+                continue
+            except NodeError as e:
+                if manual:
+                    raise UserError(f"sling refused the job: {e.message}", REBALANCE_REFUSED)
+                self.log(f"rebalance of {d.short_channel_id} not started: {e}", "warn")
+                continue
+            started.append({"scid": d.short_channel_id, "job_id": job_id, "amount_sats": d.amount_msat // 1000,
+                            "max_ppm": d.max_ppm, "candidates": list(d.candidates)})
+        return started
+
+    def _record(self, decisions: List[RebalanceDecision], started: List[Dict[str, Any]], now: float) -> None:
+        started_scids = {s["scid"] for s in started}
+        rows = []
+        for d in decisions:
+            action = ("started" if d.short_channel_id in started_scids
+                      else "planned" if d.start else "skipped" if d.role == DESTINATION else d.role)
+            rows.append((d.short_channel_id, action, json.dumps(d.to_dict())))
+        self.db.save_rebalance_decisions(rows, now)
+
+    def _prune_failures(self, by_scid: Dict[str, Channel]) -> None:
+        """Spec feature 19: failure counts of closed channels go."""
+        for role in (SOURCE, DESTINATION):
+            _, removed = prune_failures(self.db.failures(role), by_scid)
+            if removed:
+                self.db.delete_failures(removed, role)
+                self.log(f"Pruned {role} failure counts of {len(removed)} closed channels", "debug")
+
+    # --- status --------------------------------------------------------------------
+    def status(self, now: float) -> Dict[str, Any]:
+        spent, reserved = self.db.budget_usage(now)
+        limit = self.config.daily_budget_sats * 1000
+        return {
+            "budget": {"limit_sats": self.config.daily_budget_sats, "spent_24h_sats": spent // 1000,
+                       "reserved_sats": reserved // 1000,
+                       "available_sats": max(0, limit - spent - reserved) // 1000},
+            "active_jobs": [{"job_id": j["id"], "scid": j["scid"], "amount_sats": j["amount_msat"] // 1000,
+                             "max_ppm": j["max_ppm"], "started_at": j["started_at"],
+                             "moved_sats": j["moved_msat"] // 1000, "fee_paid_sats": j["fee_paid_msat"] // 1000,
+                             "reserved_sats": j["reserved_msat"] / 1000, "candidates": j["candidates"],
+                             "manual": j["manual"]} for j in self.db.running_jobs()],
+            "recent_jobs": self.db.recent_jobs(10),
+        }
+
+
+def decision_view(d: RebalanceDecision) -> Dict[str, Any]:
+    view = d.to_dict()
+    view["reasons"] = list(d.reasons)
+    return view
