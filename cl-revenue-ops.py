@@ -79,6 +79,24 @@ def revenue_analyze(plugin, request):
     answer_in_background(request, work)
 
 
+@plugin.method("revenue-fees")
+def revenue_fees(plugin, scid=None):
+    """Every channel's fee (or one's): the last decision with its reasons, flow state, controller state."""
+    try:
+        return plugin.service.fee_report(scid)
+    except UserError as e:
+        raise RpcException(e.message, e.code)
+
+
+@plugin.async_method("revenue-adjust-fees")
+def revenue_adjust_fees(plugin, request):
+    """Run the fee controller now and return its decisions (dry-run decides without setting)."""
+    def work():
+        cycle = plugin.service.run_loop_now("fee")
+        return {"cycle": cycle, "decisions": plugin.service.fees.last_decisions}
+    answer_in_background(request, work)
+
+
 @plugin.async_method("revenue-rebalance")
 def revenue_rebalance(plugin, request, scid=None, amount_sats=None, force=False):
     """Without scid: run a rebalance pass now. With scid: evaluate it and start a job if it pays

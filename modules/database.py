@@ -306,12 +306,16 @@ class Database:
         return {r[0]: {"time": r[1], "action": r[2], "old_fee_ppm": r[3], "new_fee_ppm": r[4],
                        "applied": bool(r[5]), "detail_json": r[6]} for r in rows}
 
-    def fees_earned_since(self, since_by_scid: Dict[str, float]) -> Dict[str, int]:
-        """Fees earned as outgoing channel since each channel's own time (exact, indexed)."""
+    def fees_earned_since(self, since_by_scid: Dict[str, float]) -> Dict[str, Tuple[int, int]]:
+        """(fees earned as outgoing channel, forwards out) since each channel's own time.
+
+        Exact, one index range per channel: a fee cycle reads only what it judges.
+        """
         conn = self._conn()
         return {scid: conn.execute(
-            "SELECT COALESCE(SUM(fee_msat), 0) FROM forwards WHERE out_channel = ? AND timestamp >= ?",
-            (scid, int(since))).fetchone()[0] for scid, since in since_by_scid.items()}
+            "SELECT COALESCE(SUM(fee_msat), 0), COUNT(*) FROM forwards"
+            " WHERE out_channel = ? AND timestamp >= ?", (scid, int(since))).fetchone()
+            for scid, since in since_by_scid.items()}
 
     def channels_that_routed_out(self, scids: Iterable[str]) -> set:
         """Which of these channels ever carried a forward out (one index probe each)."""

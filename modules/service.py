@@ -13,6 +13,7 @@ from modules import __version__
 from modules.config import Config
 from modules.database import Database
 from modules.errors import BUSY, UserError
+from modules.fee_cycle import FeeCycle
 from modules.flow_analysis import FlowAnalyzer
 from modules.hydration import CREATED, UPDATED, ForwardSync, SyncResult
 from modules.job_manager import HygieneResult, cleanup_orphans
@@ -38,6 +39,7 @@ class Service:
         self.sync: Optional[ForwardSync] = None
         self.flow: Optional[FlowAnalyzer] = None
         self.rebalancer: Optional[Rebalancer] = None
+        self.fees: Optional[FeeCycle] = None
         self.scheduler = Scheduler()
         self.hygiene: Optional[HygieneResult] = None
         self.hydration: Optional[SyncResult] = None
@@ -56,6 +58,7 @@ class Service:
                                 log=lambda m: self.log(m, "info"))
         self.flow = FlowAnalyzer(self.db, self.config)
         self.rebalancer = Rebalancer(self.node, self.db, self.config, self.log)
+        self.fees = FeeCycle(self.node, self.db, self.config, self.log)
         jitter = self.config.loop_jitter_percent / 100
         for name, cycle, interval in (
                 ("flow", self.flow_cycle, self.config.flow_interval_seconds),
@@ -74,7 +77,7 @@ class Service:
 
     def _startup(self) -> None:
         try:
-            self.plugins = self._plugin_names()
+            self.plugins = self._plugin_names() or []
             self.hygiene = cleanup_orphans(self.node, self.sling_loaded, self.log)
             leftover = self.rebalancer.jobs.stop_all("still open when the plugin restarted", self.clock())
             if leftover:
@@ -93,12 +96,12 @@ class Service:
         self.scheduler.start(first_delays={"flow": 0})  # flows known before fees or rebalances
         self.phase = RUNNING
 
-    def _plugin_names(self) -> List[str]:
+    def _plugin_names(self) -> Optional[List[str]]:
         try:
             return self.node.plugin_names()
         except NodeError as e:
             self.log(f"could not list plugins: {e}", "warn")
-            return []
+            return None
 
     @property
     def sling_loaded(self) -> bool:
@@ -124,7 +127,15 @@ class Service:
                                                           key=lambda f: -f.daily_volume_msat)]}
 
     def fee_cycle(self) -> Dict[str, Any]:
-        return {"status": "fee controller not enabled in this version"}
+        self.plugins = self._plugin_names() or self.plugins   # clboss may come and go (None: keep)
+        channels = self._refresh_channels()
+        return self.fees.run(channels, self.flow.flows, self.plugins, self.clock())
+
+    def fee_report(self, scid: Optional[str]) -> Dict[str, Any]:
+        channels = self._refresh_channels()   # the fees as they are now, not as last cycle saw them
+        if scid is not None and scid not in {c.short_channel_id for c in channels}:
+            raise UserError(f"unknown channel {scid}: not among this node's channels")
+        return self.fees.report(scid, channels, self.flow.flows)
 
     def rebalance_cycle(self) -> Dict[str, Any]:
         result = self.rebalance(None, None, False)
@@ -133,6 +144,7 @@ class Service:
 
     def rebalance(self, scid: Optional[str], amount_sats: Optional[int], force: bool) -> Dict[str, Any]:
         """An automatic pass (scid None) or the evaluation of one channel, on fresh channels."""
+        self.plugins = self._plugin_names() or self.plugins   # sling may have been started since
         channels = self._refresh_channels()
         return self.rebalancer.run_pass(channels, self.flow.flows, self.sling_loaded, self.clock(),
                                         scid=scid, amount_sats=amount_sats, force=force)
@@ -182,6 +194,7 @@ class Service:
             "sling": self._sling_status(),
             "startup_hygiene": self.hygiene.to_dict() if self.hygiene else None,
             "rebalancing": self.rebalancer.status(self.clock()) if self.rebalancer else None,
+            "fees": self.fees.last_result if self.fees else None,
             "channels": {"count": len(self.channels),
                          "active": sum(1 for c in self.channels if c.is_active),
                          "by_flow_state": self.flow.counts_by_state() if self.flow else None},

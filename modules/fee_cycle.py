@@ -1,0 +1,130 @@
+"""The fee cycle: read, decide (pure, modules/fee_controller.py), apply, record.
+
+Every decision is stored with its reasons, applied or not. A controller state is saved
+only once its decision took effect: after setchannel succeeded for a "set" (in dry-run
+a "set" is recorded but its state is not, so the same move is proposed again rather
+than believed), always for the other actions.
+"""
+import json
+from typing import Any, Dict, Iterable, List, Optional
+
+from modules.fee_controller import (A_SET, FeeDecision, FeeInputs, FeeState, decide_all_fees,
+                                    prune_state)
+from modules.models import Channel, ChannelFlow
+from modules.node import NodeAdapter, NodeError
+
+ACTIONS = ("set", "hold", "skip_observing", "skip_hysteresis", "skip_inactive", "set_failed")
+
+
+class FeeCycle:
+    def __init__(self, node: NodeAdapter, db, config, log):
+        self.node = node
+        self.db = db
+        self.config = config
+        self.log = log
+        self.states: Dict[str, FeeState] = {
+            scid: FeeState.from_dict(json.loads(text)) for scid, text in db.load_fee_states().items()}
+        self.last_result: Optional[Dict[str, Any]] = None
+        self.last_decisions: List[Dict[str, Any]] = []
+
+    def run(self, channels: List[Channel], flows: Dict[str, ChannelFlow], plugins: Iterable[str],
+            now: float) -> Dict[str, Any]:
+        decisions = decide_all_fees(self._inputs(channels, flows, now), self.states, self.config, now)
+        if "clboss" in plugins and not self.config.dry_run:
+            self._unmanage_clboss(decisions, {c.short_channel_id: c.peer_id for c in channels}, now)
+        counts = {action: 0 for action in ACTIONS}
+        rows, saved, summary = [], {}, []
+        for d in decisions:
+            action, applied, error = self._apply(d)
+            counts[action] += 1
+            detail = d.to_dict()
+            if error:
+                detail["reasons"].append(error)
+            rows.append((d.short_channel_id, action, d.old_fee_ppm, d.new_fee_ppm, applied, json.dumps(detail)))
+            summary.append({"short_channel_id": d.short_channel_id, "action": action, "applied": applied,
+                            "old_fee_ppm": d.old_fee_ppm, "new_fee_ppm": d.new_fee_ppm,
+                            "reasons": detail["reasons"]})
+            if action != "set_failed" and not (d.action == A_SET and not applied):
+                saved[d.short_channel_id] = d.new_state
+        self.states.update(saved)
+        removed = self._collect_garbage({c.short_channel_id for c in channels})
+        self.db.save_fee_cycle({scid: json.dumps(s.to_dict()) for scid, s in saved.items()}, rows, now)
+        self.last_result = {"at": now, "dry_run": self.config.dry_run, "channels": len(decisions),
+                            "changed": counts["set"], "held": counts["hold"],
+                            "skipped_hysteresis": counts["skip_hysteresis"],
+                            "skipped_observing": counts["skip_observing"],
+                            "skipped_inactive": counts["skip_inactive"], "failed": counts["set_failed"],
+                            "states_pruned": removed}
+        self.last_decisions = summary
+        return self.last_result
+
+    def _inputs(self, channels: List[Channel], flows: Dict[str, ChannelFlow], now: float) -> List[FeeInputs]:
+        managed = [c for c in channels if c.state in ("CHANNELD_NORMAL", "CHANNELD_AWAITING_SPLICE")]
+        since = {c.short_channel_id: (self.states[c.short_channel_id].last_change_at
+                                      if c.short_channel_id in self.states else now) for c in managed}
+        earned = self.db.fees_earned_since(since)
+        # Only peer-opened channels can be exempt from scarcity; ask only about them.
+        routed = self.db.channels_that_routed_out([c.short_channel_id for c in managed if c.opener == "remote"])
+        costs = self.db.rebalance_cost_ppm()
+        return [FeeInputs(channel=c, flow=flows.get(c.short_channel_id),
+                          earned_msat_since_change=earned[c.short_channel_id][0],
+                          has_routed_out_ever=c.opener != "remote" or c.short_channel_id in routed,
+                          rebalance_cost_ppm=costs.get(c.short_channel_id),
+                          forwards_since_change=earned[c.short_channel_id][1]) for c in managed]
+
+    def _apply(self, d: FeeDecision):
+        """(action recorded, applied to the node, error text or None)."""
+        if d.action != A_SET:
+            return d.action, False, None
+        if self.config.dry_run:
+            return A_SET, False, "dry-run: not applied"
+        try:
+            self.node.set_channel_fee(d.short_channel_id, d.new_fee_ppm, d.fee_base_msat)
+        except NodeError as e:
+            self.log(f"setchannel {d.short_channel_id} {d.new_fee_ppm} ppm failed: {e}", "warn")
+            return "set_failed", False, f"setchannel failed: {e.message}"
+        self.log(f"Fee {d.short_channel_id}: {d.old_fee_ppm} -> {d.new_fee_ppm} ppm ({'; '.join(d.reasons[-2:])})",
+                 "info")
+        return A_SET, True, None
+
+    def _unmanage_clboss(self, decisions: List[FeeDecision], peer_of: Dict[str, str], now: float) -> None:
+        """Before we first set a peer's fee, tell CLBOSS to leave that peer's fees alone."""
+        done = self.db.clboss_unmanaged_peers()
+        for peer in {peer_of[d.short_channel_id] for d in decisions if d.action == A_SET} - done:
+            try:
+                self.node.clboss_unmanage_fees(peer)
+                self.db.mark_clboss_unmanaged(peer, now)
+                self.log(f"CLBOSS: unmanaged lnfee for peer {peer}", "info")
+            except NodeError as e:
+                self.log(f"CLBOSS: clboss-unmanage {peer} lnfee failed: {e}", "warn")
+
+    def _collect_garbage(self, listed_scids: set) -> int:
+        """Spec feature 19: forget the state of channels no longer in listpeerchannels."""
+        kept, removed = prune_state(self.states, listed_scids)
+        if removed:
+            gone = set(self.states) - set(kept)
+            self.states = kept
+            self.db.delete_fee_states(gone)
+        self.log(f"Fee controller GC: removed state of {removed} closed channels", "debug" if not removed else "info")
+        return removed
+
+    def report(self, scid: Optional[str], channels: List[Channel], flows: Dict[str, ChannelFlow]) -> Dict[str, Any]:
+        last = self.db.last_fee_decisions()
+        rows = []
+        for c in channels:
+            if scid is not None and c.short_channel_id != scid:
+                continue
+            decision = last.get(c.short_channel_id)
+            detail = json.loads(decision.pop("detail_json")) if decision else None
+            state = self.states.get(c.short_channel_id)
+            flow = flows.get(c.short_channel_id)
+            rows.append({
+                "short_channel_id": c.short_channel_id, "peer_id": c.peer_id,
+                "fee_ppm": c.fee_ppm, "fee_base_msat": c.fee_base_msat,
+                "local_ratio": round(c.local_ratio, 3), "flow_state": flow.state if flow else None,
+                "last_decision": None if decision is None else dict(
+                    decision, reasons=detail["reasons"], stages=detail["stages"],
+                    rate_msat_per_hour=detail.get("rate_msat_per_hour")),
+                "controller_state": state.to_dict() if state else None,
+            })
+        return {"dry_run": self.config.dry_run, "channels": rows, "last_cycle": self.last_result}
