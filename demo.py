@@ -74,7 +74,22 @@ def main() -> int:
         analysis = plugin.call("revenue-analyze")
         analysis["channels"] = analysis["channels"][:5]
         show("revenue-analyze   (top 5 channels by volume)", analysis)
-        show("revenue-status", plugin.call("revenue-status"))
+        fees = plugin.call("revenue-adjust-fees")
+        show("revenue-adjust-fees   (a first cycle observes each fee before judging it; 3 shown)",
+             {"cycle": fees["cycle"], "decisions": fees["decisions"][:3]})
+        top = analysis["channels"][0]["short_channel_id"]
+        show(f"revenue-fees {top}", plugin.call("revenue-fees", {"scid": top}))
+        rebalance = plugin.call("revenue-rebalance")
+        destinations = [d for d in rebalance["decisions"] if d["role"] == "destination"]
+        show("revenue-rebalance   (started jobs, and the first 3 destinations with their reasons)",
+             {"started": rebalance["started"], "ended": rebalance["ended"],
+              "destinations": [{k: d[k] for k in ("short_channel_id", "start", "reasons", "amount_msat",
+                                                   "max_ppm", "expected_profit_msat")}
+                               for d in destinations[:3]]})
+        for _ in range(5):
+            node.sling.step()   # the simulated sling moves liquidity for the jobs started
+        status = plugin.call("revenue-status")
+        show("revenue-status", status)
         plugin.shutdown()
     return 0
 
