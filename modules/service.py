@@ -70,11 +70,6 @@ class Service:
         self._startup_thread = threading.Thread(target=self._startup, name="startup", daemon=True)
         self._startup_thread.start()
 
-    def wait_started(self, timeout: Optional[float] = None) -> bool:
-        if self._startup_thread:
-            self._startup_thread.join(timeout)
-        return self.phase == RUNNING
-
     def _startup(self) -> None:
         try:
             self.plugins = self._plugin_names() or []
