@@ -54,19 +54,21 @@ def to_msat(value: Any) -> int:
 
 def parse_forward(entry: Dict[str, Any]) -> Forward:
     """A listforwards row or a forward_event payload, with amounts normalised."""
-    in_htlc_id = entry.get("in_htlc_id")
+    get = entry.get   # called for every forward of a hydration: kept lean
+    in_htlc_id, resolved = get("in_htlc_id"), get("resolved_time")
+    in_msat, out_msat, fee_msat = get("in_msat", 0), get("out_msat", 0), get("fee_msat", 0)
     return Forward(
-        in_channel=entry["in_channel"],
-        in_htlc_id=int(in_htlc_id) if in_htlc_id is not None else None,
-        out_channel=entry.get("out_channel"),
-        in_msat=to_msat(entry.get("in_msat")),
-        out_msat=to_msat(entry.get("out_msat")),
-        fee_msat=to_msat(entry.get("fee_msat")),
-        status=entry.get("status", ""),
-        received_time=float(entry.get("received_time") or 0.0),
-        resolved_time=float(entry["resolved_time"]) if entry.get("resolved_time") is not None else None,
-        created_index=entry.get("created_index"),
-        updated_index=entry.get("updated_index"),
+        entry["in_channel"],
+        None if in_htlc_id is None else int(in_htlc_id),
+        get("out_channel"),
+        in_msat if type(in_msat) is int else to_msat(in_msat),
+        out_msat if type(out_msat) is int else to_msat(out_msat),
+        fee_msat if type(fee_msat) is int else to_msat(fee_msat),
+        get("status", ""),
+        float(get("received_time") or 0.0),
+        None if resolved is None else float(resolved),
+        get("created_index"),
+        get("updated_index"),
     )
 
 
