@@ -9,7 +9,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: install test demo bench
+.PHONY: install test demo
 install: $(BIN)/.installed
 
 test: $(BIN)/.installed
@@ -17,6 +17,3 @@ test: $(BIN)/.installed
 
 demo: $(BIN)/.installed
 	$(BIN)/python demo.py
-
-bench: $(BIN)/.installed
-	$(BIN)/python bench/run_all.py
