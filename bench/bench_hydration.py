@@ -557,11 +557,13 @@ def main() -> int:
                   f"   <- unpaged child, stopped unfinished")
     if len(runs) >= 2:
         small, big = runs[0], runs[-1]
-        for name, key in (("forwards/s", "fwd_per_s"), ("peak RSS (end)", "rss_final_kb"),
-                          ("peak RSS (hydration)", "rss_hydration_kb")):
+        for name, key, scale, unit in (("forwards/s", "fwd_per_s", 1, ""),
+                                       ("peak RSS (end)", "rss_final_kb", 1024, " MB"),
+                                       ("peak RSS (hydration)", "rss_hydration_kb", 1024, " MB")):
             q = ratio(small[key], big[key])
-            print(f"  {name} {small['label']} vs {big['label']}: {small[key]:,.0f} vs "
-                  f"{big[key]:,.0f} -> {q:.2f}x   [goal <= {GOAL_RATIO}x: {mark(q <= GOAL_RATIO)}]")
+            print(f"  {name} {small['label']} vs {big['label']}: {small[key] / scale:,.1f}{unit} vs "
+                  f"{big[key] / scale:,.1f}{unit} -> {q:.2f}x   [goal <= {GOAL_RATIO}x: "
+                  f"{mark(q <= GOAL_RATIO)}]")
     if results["page_sizes"]:
         print(f"  page sizes on {largest:,}: " + ", ".join(
             f"{p['page_size']}: {p['fwd_per_s']:,.0f} fwd/s, {mb(p['rss_final_kb']):.1f} MB"
