@@ -557,12 +557,12 @@ def main() -> int:
                   f"   <- unpaged child, stopped unfinished")
     if len(runs) >= 2:
         small, big = runs[0], runs[-1]
-        for name, key, scale, unit in (("forwards/s", "fwd_per_s", 1, ""),
-                                       ("peak RSS (end)", "rss_final_kb", 1024, " MB"),
-                                       ("peak RSS (hydration)", "rss_hydration_kb", 1024, " MB")):
+        for name, key, scale, fmt in (("forwards/s", "fwd_per_s", 1, ",.0f"),
+                                      ("peak RSS (end) MB", "rss_final_kb", 1024, ".1f"),
+                                      ("peak RSS (hydration) MB", "rss_hydration_kb", 1024, ".1f")):
             q = ratio(small[key], big[key])
-            print(f"  {name} {small['label']} vs {big['label']}: {small[key] / scale:,.1f}{unit} vs "
-                  f"{big[key] / scale:,.1f}{unit} -> {q:.2f}x   [goal <= {GOAL_RATIO}x: "
+            print(f"  {name} {small['label']} vs {big['label']}: {small[key] / scale:{fmt}} vs "
+                  f"{big[key] / scale:{fmt}} -> {q:.2f}x   [goal <= {GOAL_RATIO}x: "
                   f"{mark(q <= GOAL_RATIO)}]")
     if results["page_sizes"]:
         print(f"  page sizes on {largest:,}: " + ", ".join(
