@@ -51,7 +51,10 @@ the budget check is the most paid in any 24 h of the whole run against the daily
 After the fact, a job's value: its destination's fees on forwards its own balance could
 not have carried without the moved liquidity (that liquidity spent last), minus the
 source's fees on forwards that failed but would have passed with the liquidity taken,
-both within rebalance-horizon-days of each payment, minus the fees paid.
+both within rebalance-horizon-days of each payment, minus the fees paid. It is
+optimistic: it holds the fees as they were, while a refilled channel loses its scarcity
+premium (the controller prices an empty channel up to 3x), so the liquidity it had anyway
+sells for less. The net against (a) is the figure to trust; the per-job share is a hint.
 
     /tmp/tv/bin/python bench/bench_rebalance.py [--days 60] [--seeds 3] [--inbound any|strict]
 """
@@ -697,7 +700,8 @@ def main(argv=None):
               f"{ratio:9.3f}x +-{se:.3f} {worse:2d}/{len(ratios):<2d} {statistics.mean(r['jobs'] for r in rs):6.1f} {prof:>10} {skips:>8} "
               f"{statistics.mean(r['lost_out_fee'] for r in rs):13.0f}")
 
-    print("  (net vs (a): mean of the seeds' ratios +- its standard error; worse: seeds where net < (a))")
+    print("  (net vs (a): mean of the seeds' ratios +- its standard error; worse: seeds where net < (a);"
+          " profitable: share of judged jobs whose after-the-fact value > 0, optimistic: see the doc)")
     print("\nearned by role (mean sats after the warm-up):")
     for s in scenarios:
         rs = [rows[(s, seed)] for seed in seeds]
