@@ -67,6 +67,8 @@ def answer_in_background(request, work) -> None:
             request.set_exception(RpcException(e.message, e.code))
         except Exception as e:  # report, never crash the plugin
             request.set_exception(RpcException(f"{type(e).__name__}: {e}"))
+        finally:
+            plugin.service.release_thread()
     threading.Thread(target=run, name="rpc", daemon=True).start()
 
 
@@ -106,6 +108,8 @@ def revenue_rebalance(plugin, request, scid=None, amount_sats=None, force=False)
             raise UserError(f"force must be true or false, got {force!r}")
         if scid is None and amount_sats is not None:
             raise UserError("amount_sats needs a scid: the amount is for one channel")
+        if scid is None and force:
+            raise UserError("force needs a scid: it skips the expected-value rule for one channel only")
         plugin.service.require_running()
         return plugin.service.rebalance(scid, amount_sats, force)
     answer_in_background(request, work)

@@ -85,8 +85,11 @@ class ForwardSync:
             result.pages += 1
             marks = [row[index_field] for row in rows if row.get(index_field) is not None]
             top = max(marks) if marks else None
-            forwards = [parse_forward(row) for row in rows]
+            # only settled forwards are stored: the others are not even parsed
+            forwards = [parse_forward(row) for row in rows if row.get("status") == "settled"]
             result.rows_added += self.db.store_forwards(forwards, {index: top} if top else None)
-            if len(rows) < self.page_size or top is None:
+            count = len(rows)
+            rows = forwards = None   # let this page go before the next one is read
+            if count < self.page_size or top is None:
                 return
             start = top + 1

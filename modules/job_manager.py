@@ -24,8 +24,11 @@ class HygieneResult:
         return dataclasses.asdict(self)
 
 
-def cleanup_orphans(node: NodeAdapter, sling_loaded: bool, log: Log) -> HygieneResult:
-    """Deletes every sling job left from an earlier run, so no old job spends behind our back."""
+def cleanup_orphans(node: NodeAdapter, sling_loaded: bool, log: Log, dry_run: bool = False) -> HygieneResult:
+    """Deletes every sling job left from an earlier run, so no old job spends behind our back.
+
+    In dry-run the plugin changes nothing: the jobs are counted and left alone.
+    """
     if not sling_loaded:
         log("sling plugin not loaded: rebalancing is disabled (fees and flow analysis carry on)", "warn")
         return HygieneResult(sling_loaded=False)
@@ -33,6 +36,9 @@ def cleanup_orphans(node: NodeAdapter, sling_loaded: bool, log: Log) -> HygieneR
     try:
         jobs = node.sling_jobs()
         result.orphans_found = len(jobs)
+        if dry_run:
+            log(f"Startup Hygiene: dry-run, left {len(jobs)} sling jobs alone.", "info")
+            return result
         for scid in jobs:
             try:
                 node.sling_delete_job(scid)
@@ -87,37 +93,50 @@ class JobManager:
 
     def start(self, plan: JobPlan, now: float) -> int:
         """Reserves the worst-case fee, then creates and starts the sling job."""
+        # sling's stats are per channel: read the starting point before anything can move.
+        baseline = self.node.sling_totals(plan.scid)
         job = {"scid": plan.scid, "amount_msat": plan.amount_msat, "chunk_sats": plan.chunk_sats,
                "max_ppm": plan.max_ppm, "candidates": plan.candidates,
-               "target": plan.sling_target(), "manual": plan.manual}
+               "target": plan.sling_target(), "manual": plan.manual, "baseline": baseline.to_dict()}
         job_id = self.db.start_job_reserving(job, plan.reserve_msat, self.budget_fits, now)
         if job_id is None:
             raise BudgetExhausted(f"daily budget cannot cover the worst-case fee of "
                                   f"{plan.reserve_msat / 1000:g} sat for {plan.scid}")
         try:
-            baseline = self.node.sling_totals(plan.scid)
             self.node.sling_create_job(plan.scid, plan.chunk_sats, plan.max_ppm,
                                        plan.candidates, plan.sling_target(), plan.source_floor_sats())
             self.node.sling_go(plan.scid)
         except NodeError as e:
             self._forget_sling_job(plan.scid)
-            self.db.end_job(job_id, "failed", f"sling refused the job: {e.message}", 0, 0, 0, now)
+            # sling-go may have started before failing: charge what it may have spent.
+            self.db.end_job(job_id, "failed", f"sling refused the job: {e.message}", 0,
+                            0 if e.method == "sling-job" else plan.reserve_msat, 0, now)
             raise
-        self.db.mark_job_running(job_id, baseline.to_dict())
+        self.db.mark_job_running(job_id)
         self.log(f"Rebalance job {job_id}: pulling {plan.amount_msat // 1000} sat into {plan.scid}"
                  f" from {','.join(plan.candidates)} at most {plan.max_ppm} ppm", "info")
         return job_id
 
-    def watch(self, channels: Dict[str, Channel], now: float) -> List[Dict[str, Any]]:
-        """Checks every running job; ends those done, timed out, over budget or closed."""
+    def watch(self, channels: Optional[Dict[str, Channel]], now: float) -> List[Dict[str, Any]]:
+        """Checks every running job; ends those done, timed out, over budget or closed.
+
+        channels None: not known this time (the listing failed); only sling is asked.
+        """
         ended = []
         for job in self.db.running_jobs():
+            channel = channels.get(job["scid"]) if channels is not None else UNKNOWN
             try:
                 progress = self._progress(job)
             except NodeError as e:
+                # Blind: the budget cannot be enforced on a job we cannot see, so it stops,
+                # and the whole reservation is charged since what sling spent is unknown.
+                status, reason = (job_verdict(job, None, channel, self.config, now)
+                                  or ("blind", f"sling's stats could not be read ({e.message})"))
                 self.log(f"Rebalance job {job['id']}: cannot read sling stats: {e}", "warn")
+                blind = SlingTotals(job["moved_msat"], job["reserved_msat"], 0, job["failures"])
+                ended.append(self._finish(job, blind, status, reason + "; charged the full reservation", now))
                 continue
-            verdict = job_verdict(job, progress, channels.get(job["scid"]), self.config, now)
+            verdict = job_verdict(job, progress, channel, self.config, now)
             if verdict is None:
                 self.db.update_job_progress(job["id"], progress.moved_msat, progress.fee_paid_msat,
                                             progress.failures)
@@ -132,28 +151,31 @@ class JobManager:
         for job in jobs:
             try:
                 progress = self._progress(job)
-            except NodeError:
-                progress = SlingTotals(job["moved_msat"], job["fee_paid_msat"], 0, job["failures"])
+            except NodeError:   # unknown spend: charge the whole reservation
+                progress = SlingTotals(job["moved_msat"], job["reserved_msat"], 0, job["failures"])
             self._finish(job, progress, "stopped", reason, now)
         return len(jobs)
 
     def _progress(self, job: Dict[str, Any]) -> SlingTotals:
-        if job["status"] != "running":
-            return SlingTotals()
+        """What this job did: sling's channel totals now, less those when it started.
+
+        sling's totals cover a rolling window; if any fell below the starting point, old
+        rebalances left the window (or the stats were deleted) and the difference says
+        nothing: the whole reservation is charged then, and the job is stopped.
+        """
         now_totals = self.node.sling_totals(job["scid"])
         base = job["baseline"]
-        return SlingTotals(
-            moved_msat=max(0, now_totals.moved_msat - base.get("moved_msat", 0)),
-            fee_paid_msat=max(0, now_totals.fee_paid_msat - base.get("fee_paid_msat", 0)),
-            successes=max(0, now_totals.successes - base.get("successes", 0)),
-            failures=max(0, now_totals.failures - base.get("failures", 0)))
+        fields = ("moved_msat", "fee_paid_msat", "successes", "failures")
+        if any(getattr(now_totals, f) < base.get(f, 0) for f in fields):
+            return SlingTotals(job["moved_msat"], job["reserved_msat"], 0, job["failures"], reliable=False)
+        return SlingTotals(*(getattr(now_totals, f) - base.get(f, 0) for f in fields))
 
     def _finish(self, job: Dict[str, Any], progress: SlingTotals, status: str, reason: str,
                 now: float) -> Dict[str, Any]:
         self._forget_sling_job(job["scid"])
         self.db.end_job(job["id"], status, reason, progress.moved_msat, progress.fee_paid_msat,
                         progress.failures, now)
-        if progress.moved_msat == 0 and status in ("timeout", "budget", "stopped_failing"):
+        if progress.moved_msat == 0 and status in ("timeout", "stopped_failing"):
             # Each failed attempt counts toward the futility breaker; a silent job counts once.
             attempts = max(1, progress.failures)
             self.db.record_failure(job["scid"], "destination", now, attempts)
@@ -174,19 +196,32 @@ class JobManager:
                 self.log(f"sling: {e}", "debug")
 
 
-def job_verdict(job: Dict[str, Any], progress: SlingTotals, channel: Optional[Channel],
+UNKNOWN = object()   # the channel's state could not be read this time
+
+
+def job_verdict(job: Dict[str, Any], progress: Optional[SlingTotals], channel: Any,
                 config, now: float) -> Optional[tuple]:
-    """Pure: (status, reason) when the job should end now, else None."""
-    if channel is None or not channel.is_active:
+    """Pure: (status, reason) when the job should end now, else None.
+
+    progress None: sling's stats could not be read; channel UNKNOWN: nor the channel's.
+    A job stops *before* its next payment could take the fees past its reservation.
+    """
+    if channel is None or (channel is not UNKNOWN and not channel.is_active):
         return "closed", "the channel is no longer open"
-    if progress.moved_msat >= job["amount_msat"]:
-        return "done", f"moved {progress.moved_msat // 1000} sat of {job['amount_msat'] // 1000}"
-    if channel.local_msat >= job["target"] * channel.capacity_msat:
-        return "done", "the channel reached its target balance"
-    if progress.fee_paid_msat >= job["reserved_msat"]:
-        return "budget", "fees paid reached the job's reserved worst case"
-    if progress.failures >= config.futility_max_failures and progress.moved_msat == 0:
-        return "stopped_failing", f"{progress.failures} failed attempts and nothing moved"
     if now - job["started_at"] >= config.rebalance_job_timeout_minutes * 60:
         return "timeout", f"not done after {config.rebalance_job_timeout_minutes} minutes"
+    if progress is None:
+        return None
+    if not progress.reliable:
+        return "stats_reset", "sling's stats fell below the job's starting point"
+    chunk_msat = job["chunk_sats"] * 1000
+    if progress.moved_msat + chunk_msat > job["amount_msat"]:
+        return "done", f"moved {progress.moved_msat // 1000} sat of {job['amount_msat'] // 1000}"
+    if channel is not UNKNOWN and channel.local_msat >= job["target"] * channel.capacity_msat:
+        return "done", "the channel reached its target balance"
+    next_payment_fee = -(-chunk_msat * job["max_ppm"] // 1_000_000)
+    if progress.fee_paid_msat + next_payment_fee > job["reserved_msat"]:
+        return "budget", "one more payment could take the fees past the job's reservation"
+    if progress.failures >= config.futility_max_failures and progress.moved_msat == 0:
+        return "stopped_failing", f"{progress.failures} failed attempts and nothing moved"
     return None

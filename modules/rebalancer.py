@@ -31,6 +31,7 @@ class Rebalancer:
         # The loop and a manual revenue-rebalance take turns; the budget itself is also
         # reserved atomically in the database, so even without this it could not overspend.
         self._pass_lock = threading.Lock()
+        self.closed = False
 
     # --- the pass ----------------------------------------------------------------
     def run_pass(self, channels: List[Channel], flows: Dict[str, ChannelFlow], sling_loaded: bool,
@@ -38,19 +39,39 @@ class Rebalancer:
                  force: bool = False) -> Dict[str, Any]:
         """One pass over every channel (automatic) or one channel (manual, scid given)."""
         with self._pass_lock:
+            if self.closed:
+                raise UserError("cl-revenue-ops is shutting down", REBALANCE_REFUSED)
             return self._run_pass(channels, flows, sling_loaded, now, scid, amount_sats, force)
+
+    def watch(self, channels: Optional[List[Channel]], now: float) -> List[Dict[str, Any]]:
+        """The frequent check of running jobs (amount, budget, timeout, channel closed)."""
+        with self._pass_lock:
+            if self.closed or not self.db.running_jobs():
+                return []
+            by_scid = None if channels is None else {c.short_channel_id: c for c in channels}
+            return self.jobs.watch(by_scid, now)
+
+    def shutdown(self, now: float, timeout: float) -> int:
+        """Waits for a pass in progress (it may be starting a job), then stops every job."""
+        acquired = self._pass_lock.acquire(timeout=timeout)
+        try:
+            self.closed = True
+            return self.jobs.stop_all("plugin shutdown", now)
+        finally:
+            if acquired:
+                self._pass_lock.release()
 
     def _run_pass(self, channels, flows, sling_loaded, now, scid, amount_sats, force) -> Dict[str, Any]:
         manual = scid is not None
         by_scid = {c.short_channel_id: c for c in channels}
         if manual:
             self._check_request(scid, amount_sats, by_scid)
+        refusal = self._refusal(sling_loaded)
+        if refusal and manual:   # refused before anything is touched
+            raise UserError(refusal, REBALANCE_REFUSED)
         ended = self.jobs.watch(by_scid, now) if sling_loaded else []
         self._prune_failures(by_scid)
-        refusal = self._refusal(sling_loaded)
         if refusal:
-            if manual:
-                raise UserError(refusal, REBALANCE_REFUSED)
             return {"ran": False, "reason": refusal, "ended": ended, "decisions": []}
         running = self.db.running_jobs()
         busy = {j["scid"] for j in running}

@@ -45,6 +45,7 @@ class Loop:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._done = threading.Condition()
+        self._started = 0   # cycles begun; stats.runs counts cycles ended
         self._thread: Optional[threading.Thread] = None
 
     def next_delay(self) -> float:
@@ -72,18 +73,20 @@ class Loop:
     def run_now(self, wait: bool = False, timeout: float = 60.0) -> bool:
         """Wakes the loop; with wait, blocks until a cycle that started after this call ends."""
         with self._done:
-            runs_before = self.stats.runs
+            # a cycle already under way may have read its inputs: wait for the next one
+            needed = self._started + 1
         self._wake.set()
         if not wait:
             return True
         with self._done:
-            return self._done.wait_for(lambda: self.stats.runs > runs_before or self._stop.is_set(),
-                                       timeout)
+            return self._done.wait_for(lambda: self.stats.runs >= needed or self._stop.is_set(), timeout)
 
     def run_once(self) -> Any:
         """One cycle on the calling thread, with the same error handling and stats."""
         started = self.clock()
         began = time.monotonic()
+        with self._done:
+            self._started += 1
         self.stats.last_start = started
         result = None
         try:

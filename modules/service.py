@@ -63,7 +63,8 @@ class Service:
         for name, cycle, interval in (
                 ("flow", self.flow_cycle, self.config.flow_interval_seconds),
                 ("fee", self.fee_cycle, self.config.fee_interval_seconds),
-                ("rebalance", self.rebalance_cycle, self.config.rebalance_interval_seconds)):
+                ("rebalance", self.rebalance_cycle, self.config.rebalance_interval_seconds),
+                ("jobs", self.watch_jobs, self.config.rebalance_watch_interval_seconds)):
             self.scheduler.add(Loop(name, cycle, interval, jitter, log=self.log, clock=self.clock))
 
     def start(self) -> None:
@@ -73,7 +74,7 @@ class Service:
     def _startup(self) -> None:
         try:
             self.plugins = self._plugin_names() or []
-            self.hygiene = cleanup_orphans(self.node, self.sling_loaded, self.log)
+            self.hygiene = cleanup_orphans(self.node, self.sling_loaded, self.log, self.config.dry_run)
             leftover = self.rebalancer.jobs.stop_all("still open when the plugin restarted", self.clock())
             if leftover:
                 self.log(f"Reconciled {leftover} rebalance jobs left open by an earlier run", "info")
@@ -137,9 +138,23 @@ class Service:
         return {"ran": result["ran"], "reason": result.get("reason"),
                 "started": len(result.get("started", [])), "ended": len(result["ended"])}
 
+    def watch_jobs(self) -> Dict[str, Any]:
+        """Frequent: sling jobs are checked between passes, so none outruns its reservation."""
+        if not self.db.running_jobs():
+            return {"running": 0, "ended": 0}
+        try:
+            channels = self._refresh_channels()
+        except NodeError as e:
+            self.log(f"job watch: cannot list channels ({e}); judging jobs by sling alone", "warn")
+            channels = None
+        ended = self.rebalancer.watch(channels, self.clock())
+        return {"running": len(self.db.running_jobs()), "ended": len(ended)}
+
     def rebalance(self, scid: Optional[str], amount_sats: Optional[int], force: bool) -> Dict[str, Any]:
         """An automatic pass (scid None) or the evaluation of one channel, on fresh channels."""
         self.plugins = self._plugin_names() or self.plugins   # sling may have been started since
+        if self.sling_loaded and not (self.hygiene and self.hygiene.sling_loaded):
+            self.hygiene = cleanup_orphans(self.node, True, self.log, self.config.dry_run)
         channels = self._refresh_channels()
         return self.rebalancer.run_pass(channels, self.flow.flows, self.sling_loaded, self.clock(),
                                         scid=scid, amount_sats=amount_sats, force=force)
@@ -211,14 +226,18 @@ class Service:
         self.phase = STOPPED
         if self.db is None:
             return
-        if self.sling_loaded:
-            try:
-                stopped = self.rebalancer.jobs.stop_all("plugin shutdown", self.clock())
-                if stopped:
-                    self.log(f"Stopped {stopped} rebalance jobs we had started", "info")
-            except Exception as e:  # shutting down: report and go on closing
-                self.log(f"could not stop rebalance jobs: {e}", "warn")
+        try:
+            stopped = self.rebalancer.shutdown(self.clock(), timeout=self.config.rpc_timeout_seconds + 5)
+            if stopped:
+                self.log(f"Stopped {stopped} rebalance jobs we had started", "info")
+        except Exception as e:  # shutting down: report and go on closing
+            self.log(f"could not stop rebalance jobs: {e}", "warn")
         self.db.close()
+
+    def release_thread(self) -> None:
+        """An RPC worker thread is done: its database connection goes with it."""
+        if self.db is not None:
+            self.db.release_thread()
 
 
 def flow_view(flow) -> Dict[str, Any]:

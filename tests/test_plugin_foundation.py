@@ -46,7 +46,7 @@ def test_without_sling_rebalancing_is_disabled_and_the_rest_runs(node):
     assert status["sling"]["loaded"] is False
     assert status["sling"]["rebalancing"].startswith("disabled")
     assert status["phase"] == "running"
-    assert set(status["loops"]) == {"flow", "fee", "rebalance"}
+    assert set(status["loops"]) == {"flow", "fee", "rebalance", "jobs"}
 
 
 def test_hydration_pages_listforwards_and_resumes_from_its_mark(node):
