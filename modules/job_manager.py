@@ -123,8 +123,20 @@ class JobManager:
         channels None: not known this time (the listing failed); only sling is asked.
         """
         ended = []
-        for job in self.db.running_jobs():
+        jobs = self.db.running_jobs()
+        try:
+            in_sling = set(self.node.sling_jobs()) if jobs else set()
+        except NodeError:
+            in_sling = None   # unknown: the stats below still guard each job
+        for job in jobs:
             channel = channels.get(job["scid"]) if channels is not None else UNKNOWN
+            if in_sling is not None and job["scid"] not in in_sling:
+                # Removed behind our back (sling-deletejob, a sling restart): what it spent
+                # may be gone from the stats too, so the whole reservation is charged.
+                gone = SlingTotals(job["moved_msat"], job["reserved_msat"], 0, job["failures"])
+                ended.append(self._finish(job, gone, "vanished", "the sling job was removed outside"
+                                          " the plugin; charged the full reservation", now))
+                continue
             try:
                 progress = self._progress(job)
             except NodeError as e:

@@ -202,6 +202,7 @@ def test_the_rebalance_loop_starts_jobs_on_its_own(node):
     ({"scid": "D", "amount_sats": "lots"}, -32602, "amount_sats must be a whole number"),
     ({"scid": "D", "force": "yes"}, -32602, "force must be true or false"),
     ({"amount_sats": 1000}, -32602, "amount_sats needs a scid"),
+    ({"force": True}, -32602, "force needs a scid"),
 ])
 def test_bad_requests_get_a_clear_error_and_change_nothing(node, params, code, message):
     plugin = ready(node)
@@ -241,3 +242,88 @@ def test_an_exhausted_budget_is_an_error(node):
     with pytest.raises(SimRpcError, match="budget exhausted"):
         plugin.call("revenue-rebalance", {"scid": node.ids["D"]})
     assert sling_jobs(node) == {}
+
+
+def wait_until(predicate, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def job_rows(node):
+    with sqlite3.connect(f"file:{db_path(node)}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT j.status, j.moved_msat, j.fee_paid_msat, b.reserved_msat, b.spent_msat"
+                            " FROM rebalance_jobs j JOIN budget_ledger b ON b.job_id = j.id").fetchall()
+
+
+def test_the_frequent_watch_stops_a_job_before_it_outruns_its_reservation(node):
+    plugin = ready(node, **{"revenue-ops-rebalance-watch-interval-seconds": 2})
+    d = node.ids["D"]
+    plugin.call("revenue-rebalance", {"scid": d, "amount_sats": 500_000})
+    node.sling.step_interval = 0.05          # sling pays on its own, ~20 payments a second
+    assert wait_until(lambda: d not in sling_jobs(node))   # stopped without another pass
+    node.sling.step_interval = None
+    status, moved, fee, reserved, spent = job_rows(node)[0]
+    assert status in ("done", "budget") and spent == fee
+    assert moved >= 400_000_000
+    assert spent <= reserved + 100_000 * 300 // 1_000_000 * 1000   # at most one payment in flight past it
+
+
+def test_sling_stats_that_roll_over_charge_the_whole_reservation(node):
+    d = node.ids["D"]
+    node.sling.successes[d] = [{"amount_msat": 100_000_000, "fee_ppm": 300, "hops": 3,   # an older rebalance
+                                "channel_partner": node.ids["S1"], "completed_at": int(NOW - 29 * 86400)}]
+    plugin = ready(node, **{"revenue-ops-rebalance-watch-interval-seconds": 2})
+    plugin.call("revenue-rebalance", {"scid": d})
+    node.sling.step()
+    node.sling.successes[d] = node.sling.successes[d][1:]   # the old one leaves sling's 30-day window
+    assert wait_until(lambda: job_rows(node)[0][0] != "running")
+    status, moved, fee, reserved, spent = job_rows(node)[0]
+    assert status == "stats_reset" and spent == reserved
+
+
+def test_a_sling_job_deleted_behind_our_back_is_ended_and_charged_in_full(node):
+    plugin = ready(node, **{"revenue-ops-rebalance-watch-interval-seconds": 2})
+    d = node.ids["D"]
+    plugin.call("revenue-rebalance", {"scid": d})
+    node.sling.step()
+    node_rpc(node).call("sling-deletejob", {"job": d, "delete_stats": True})
+    assert wait_until(lambda: job_rows(node)[0][0] != "running")
+    status, moved, fee, reserved, spent = job_rows(node)[0]
+    assert status == "vanished" and spent == reserved
+
+
+def test_unreadable_sling_stats_stop_the_job_and_charge_its_reservation(node):
+    plugin = ready(node, **{"revenue-ops-rebalance-watch-interval-seconds": 2})
+    d = node.ids["D"]
+    plugin.call("revenue-rebalance", {"scid": d})
+    node.fault("sling-stats", "error", code=-32700, message="stats unavailable")
+    assert wait_until(lambda: job_rows(node)[0][0] != "running")
+    status, moved, fee, reserved, spent = job_rows(node)[0]
+    assert status == "blind" and spent == reserved
+    assert node.calls_of("sling-stop")[-1] in ({"scid": d}, [d])
+
+
+def test_dry_run_leaves_the_operators_sling_jobs_alone(tmp_path):
+    with SimNode(str(tmp_path)) as sim:
+        sim.ids = build_market(sim)
+        sim.set_plugin_loaded("sling", True)
+        node_rpc(sim).call("sling-job", {"scid": sim.ids["S1"], "direction": "pull", "amount": 100000,
+                                         "maxppm": 100, "outppm": 0})
+        plugin = start_plugin(sim, **{"revenue-ops-dry-run": True})
+        plugin.wait_for_log("Startup Hygiene: dry-run, left 1 sling jobs alone.")
+        assert set(sling_jobs(sim)) == {sim.ids["S1"]}
+
+
+def test_rpc_calls_do_not_leak_file_descriptors(node):
+    import os
+    plugin = ready(node)
+    for _ in range(5):
+        plugin.call("revenue-analyze")
+    before = len(os.listdir(f"/proc/{plugin.pid}/fd"))
+    for _ in range(40):
+        plugin.call("revenue-analyze")
+    assert len(os.listdir(f"/proc/{plugin.pid}/fd")) <= before + 2
