@@ -214,11 +214,6 @@ class RebalanceDecision:
         """The destination's local balance once the job is done."""
         return self.local_msat + self.amount_msat
 
-    @property
-    def sling_target(self) -> float:
-        """Sling's `target`: the local/capacity ratio at which the job stops."""
-        return min(1.0, self.target_local_msat / self.capacity_msat) if self.capacity_msat else 0.0
-
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["reasons"], d["candidates"] = list(self.reasons), list(self.candidates)

@@ -105,7 +105,7 @@ def test_profitable_destination_starts_with_the_expected_max_ppm():
     assert d.expected_profit_msat == 1_600_000 - 1_582_400 - 7_000
     assert d.expected_profit_msat >= CONFIG.rebalance_min_profit_sats * SAT
     assert d.candidates == ("2x1x0",) and d.source_floor_msat == 500_000 * SAT
-    assert math.isclose(d.sling_target, 0.18)
+    assert d.target_local_msat == 1_800_000 * SAT          # 18 % of the 10 M channel
     src = by_scid(decisions)["2x1x0"]
     assert src.role == SOURCE_ROLE and not src.start and "above target" in src.reasons
 
