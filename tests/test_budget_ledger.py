@@ -16,7 +16,7 @@ LIMIT_MSAT = 5_000_000
 DAY = 86400
 
 operations = st.lists(st.one_of(
-    st.tuples(st.just("reserve"), st.integers(1, 3_000_000)),
+    st.tuples(st.just("reserve"), st.integers(400_000, 3_000_000)),
     st.tuples(st.just("end"), st.integers(0, 50), st.floats(0, 1)),
     st.tuples(st.just("wait"), st.integers(1, 2 * DAY)),
 ), max_size=60)
