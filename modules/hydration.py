@@ -9,10 +9,13 @@ Two marks live in the database:
   mark is the node's counter *before* the first page is read and is stored at once:
   every settlement up to it is visible in the created pages; every later one is paged.
 Each page is one transaction with its mark, so a kill at any point loses nothing and
-stores nothing twice (the key is Core Lightning's (in_channel, in_htlc_id)).
+stores nothing twice (the key is Core Lightning's (in_channel, in_htlc_id)). The next
+page is requested before the current one is stored, so the node and the database work
+at the same time; at most two pages are in memory.
 """
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 from modules.database import Database
@@ -78,18 +81,22 @@ class ForwardSync:
         self.db.set_mark(UPDATED, counter)
 
     def _page(self, index: str, result: SyncResult) -> None:
+        """Pages from the mark on; the node builds the next page while this one is stored."""
         index_field = f"{index}_index"
         start = (self.db.get_mark(index) or 0) + 1
-        while True:
-            rows = self.node.forwards_page(index, start, self.page_size)
-            result.pages += 1
-            marks = [row[index_field] for row in rows if row.get(index_field) is not None]
-            top = max(marks) if marks else None
-            # only settled forwards are stored: the others are not even parsed
-            forwards = [parse_forward(row) for row in rows if row.get("status") == "settled"]
-            result.rows_added += self.db.store_forwards(forwards, {index: top} if top else None)
-            count = len(rows)
-            rows = forwards = None   # let this page go before the next one is read
-            if count < self.page_size or top is None:
-                return
-            start = top + 1
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as prefetch:
+            pending = prefetch.submit(self.node.forwards_page, index, start, self.page_size)
+            while True:
+                rows = pending.result()
+                result.pages += 1
+                marks = [row[index_field] for row in rows if row.get(index_field) is not None]
+                top = max(marks) if marks else None
+                more = len(rows) >= self.page_size and top is not None
+                if more:
+                    pending = prefetch.submit(self.node.forwards_page, index, top + 1, self.page_size)
+                # only settled forwards are stored: the others are not even parsed
+                forwards = [parse_forward(row) for row in rows if row.get("status") == "settled"]
+                result.rows_added += self.db.store_forwards(forwards, {index: top} if top else None)
+                rows = forwards = None   # let this page go before the next one is read
+                if not more:
+                    return
