@@ -160,9 +160,9 @@ class Job:
         self.gain = self.lost = 0.0
         self.ended, self.status = None, None
 
-    def as_db_row(self):     # what job_verdict reads from the database's job row
-        return {"amount_msat": self.amount_msat, "target": self.target,
-                "reserved_msat": self.reserve_msat, "started_at": self.started_at}
+    def as_db_row(self, chunk_sats):     # what job_verdict reads from the database's job row
+        return {"amount_msat": self.amount_msat, "target": self.target, "chunk_sats": chunk_sats,
+                "max_ppm": self.max_ppm, "reserved_msat": self.reserve_msat, "started_at": self.started_at}
 
 
 class World:
@@ -349,6 +349,11 @@ class World:
             dest = self.channels[self.idx[job.dest]]
             n = int(attempts) + (1 if rng.random() < attempts - int(attempts) else 0)
             for k in range(n):
+                if not self.args.hourly_watch and job_verdict(
+                        job.as_db_row(self.config.rebalance_chunk_sats),
+                        SlingTotals(job.moved, job.fee_paid, job.successes, job.failures),
+                        dest.to_channel(), self.config, T0 + t * 3600) is not None:
+                    break                                   # the plugin's 15 s watch stops it first
                 if self.args.sling_once:
                     if job.moved >= job.amount_msat:
                         break                               # sling-once: onceamount reached
@@ -385,7 +390,8 @@ class World:
         for job in self.running:
             ch = self.channels[self.idx[job.dest]]
             progress = SlingTotals(job.moved, job.fee_paid, job.successes, job.failures)
-            verdict = job_verdict(job.as_db_row(), progress, ch.to_channel(), self.config, now)
+            verdict = job_verdict(job.as_db_row(self.config.rebalance_chunk_sats), progress, ch.to_channel(),
+                                  self.config, now)
             if verdict is None:
                 still.append(job)
                 continue
@@ -632,6 +638,9 @@ def main(argv=None):
                    help="model sling-once (stops at onceamount = the job's amount) instead of "
                         "sling-job (runs to its target until the next watch)")
     p.add_argument("--no-naive", action="store_true", help="skip scenario (c)")
+    p.add_argument("--hourly-watch", action="store_true",
+                   help="check jobs only at each hourly pass (the plugin checks every 15 s, far more often"
+                        " than sling pays: by default a job is checked before each payment)")
     p.add_argument("--no-noise", action="store_true", help="skip (a'), the noise reference")
     args = p.parse_args(argv)
     overrides = {} if args.budget_sats is None else {"daily_budget_sats": args.budget_sats}
