@@ -52,10 +52,10 @@ def init(options, configuration, plugin, **kwargs):
     return None
 
 
-@plugin.method("revenue-status")
-def revenue_status(plugin):
-    """Health: loops, database, hydration, sling, channels."""
-    return plugin.service.status()
+@plugin.async_method("revenue-status")
+def revenue_status(plugin, request):
+    """Health: loops, database, hydration, sling, budget, channels."""
+    answer_in_background(request, plugin.service.status)
 
 
 def answer_in_background(request, work) -> None:
@@ -81,13 +81,10 @@ def revenue_analyze(plugin, request):
     answer_in_background(request, work)
 
 
-@plugin.method("revenue-fees")
-def revenue_fees(plugin, scid=None):
+@plugin.async_method("revenue-fees")
+def revenue_fees(plugin, request, scid=None):
     """Every channel's fee (or one's): the last decision with its reasons, flow state, controller state."""
-    try:
-        return plugin.service.fee_report(scid)
-    except UserError as e:
-        raise RpcException(e.message, e.code)
+    answer_in_background(request, lambda: plugin.service.fee_report(scid))
 
 
 @plugin.async_method("revenue-adjust-fees")
