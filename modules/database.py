@@ -241,9 +241,6 @@ class Database:
         # MAX(rowid) is O(1) and exact while rows are never deleted.
         return self._conn().execute("SELECT COALESCE(MAX(rowid), 0) FROM forwards").fetchone()[0]
 
-    def latest_forward_time(self) -> Optional[int]:
-        return self._conn().execute("SELECT MAX(timestamp) FROM forwards").fetchone()[0]
-
     def file_size_bytes(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
 

@@ -155,9 +155,6 @@ class NodeAdapter:
             raise NodeError(method, None, f"RPC failed: {e}")
 
     # --- reads -------------------------------------------------------------
-    def getinfo(self) -> Dict[str, Any]:
-        return self.call("getinfo")
-
     def list_channels(self) -> List[Channel]:
         result = self.call("listpeerchannels")
         channels = (parse_channel(entry) for entry in result.get("channels", []))

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 Clock = Callable[[], float]
 
@@ -142,6 +142,3 @@ class Scheduler:
 
     def stats(self) -> Dict[str, Dict[str, Any]]:
         return {name: loop.stats.to_dict() for name, loop in self.loops.items()}
-
-    def names(self) -> List[str]:
-        return list(self.loops)
