@@ -10,7 +10,6 @@ prints what an operator would see from lightning-cli.
 import argparse
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -26,12 +25,7 @@ PLUGIN = os.path.join(ROOT, "cl-revenue-ops.py")
 
 
 def build_node(node: SimNode, channels: int, forwards: int, seed: int) -> None:
-    rng = random.Random(seed)
-    for _ in range(channels):
-        capacity = rng.choice([1, 2, 5, 10, 16]) * 1_000_000
-        node.add_channel(capacity_sats=capacity, local_sats=int(capacity * rng.uniform(0.05, 0.95)),
-                         fee_ppm=rng.choice([10, 50, 100, 200, 500]),
-                         opener=rng.choice(["local", "local", "remote"]))
+    node.add_random_channels(channels, seed)
     now = time.time()
     node.generate_history(forwards, start_time=now - 30 * 86400, end_time=now - 60, seed=seed)
     node.funds_onchain_msat = 20_000_000_000

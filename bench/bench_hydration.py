@@ -45,7 +45,6 @@ peak RSS <= 100 MB, <= 1.2x between 10 k and 1 M.
 import argparse
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
@@ -189,12 +188,7 @@ class SimMeter:
 
 # --- the node ------------------------------------------------------------------------
 def build_node(node: SimNode, channels: int, forwards: int, days: float, seed: int) -> Dict[str, Any]:
-    rng = random.Random(seed)
-    for _ in range(channels):
-        capacity = rng.choice([1, 2, 5, 10, 16]) * 1_000_000
-        node.add_channel(capacity_sats=capacity, local_sats=int(capacity * rng.uniform(0.05, 0.95)),
-                         fee_ppm=rng.choice([10, 50, 100, 200, 500]),
-                         opener=rng.choice(["local", "local", "remote"]))
+    node.add_random_channels(channels, seed)
     end = time.time() - 60
     began = time.perf_counter()
     node.generate_history(forwards, start_time=end - days * DAY, end_time=end, seed=seed)

@@ -4,7 +4,6 @@ The plugin shell calls `open()` inside `init` (fast: options, database, migratio
 `start()`, which runs hygiene and hydration on a background thread and only then starts
 the loops, so `init` returns at once and RPC methods answer during hydration.
 """
-import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional

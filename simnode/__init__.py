@@ -12,6 +12,7 @@ real one.  See DESIGN.md section 9.
 """
 import os
 import threading
+import random
 import time
 
 from .forwards import ForwardStore
@@ -70,6 +71,19 @@ class SimNode:
         return self.state.add_channel(capacity_sats, local_sats, fee_ppm, fee_base_msat, opener,
                                       peer_id, scid, htlcs_in_use, max_htlcs, connected, state,
                                       **extra)
+
+    def add_random_channels(self, count, seed=1):
+        """A routing node's mix: 1-16 M sat channels, balances 5-95 % local, fees 10-500 ppm,
+        a third opened by the peer. Returns their scids."""
+        rng = random.Random(seed)
+        scids = []
+        for _ in range(count):
+            capacity = rng.choice([1, 2, 5, 10, 16]) * 1_000_000
+            scids.append(self.add_channel(capacity_sats=capacity,
+                                          local_sats=int(capacity * rng.uniform(0.05, 0.95)),
+                                          fee_ppm=rng.choice([10, 50, 100, 200, 500]),
+                                          opener=rng.choice(["local", "local", "remote"])))
+        return scids
 
     def close_channel(self, scid, keep_onchain=False):
         """Closes the channel.  By default it is GONE from listpeerchannels and listfunds
