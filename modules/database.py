@@ -15,7 +15,8 @@ import sqlite3
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from modules.models import ChannelFlow, FlowTotals, Forward
+from modules.models import (LOCAL_FAILED, TEMPORARY_CHANNEL_FAILURE, ChannelFlow, FlowTotals,
+                            Forward)
 
 BUSY_TIMEOUT_MS = 10000
 HOUR_SECONDS = 3600
@@ -98,6 +99,26 @@ MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
                action TEXT NOT NULL, detail_json TEXT NOT NULL)""",
         "CREATE INDEX idx_rebalance_decisions_time ON rebalance_decisions(time)",
     ),
+    (  # 4: unmet demand (local_failed forwards) and the fee each channel had over time
+        """CREATE TABLE failed_forwards (
+               in_channel TEXT NOT NULL,
+               in_htlc_id INTEGER NOT NULL,
+               out_channel TEXT,
+               in_msat INTEGER NOT NULL,
+               failcode INTEGER,
+               received_time REAL NOT NULL,
+               created_index INTEGER,
+               UNIQUE (in_channel, in_htlc_id))""",
+        "CREATE INDEX idx_failed_forwards_out_time ON failed_forwards(out_channel, received_time)",
+        # refused here for lack of outbound balance (failcode 4103): demand the channel lost
+        "ALTER TABLE flow_hourly ADD COLUMN unmet_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE flow_hourly ADD COLUMN unmet_msat INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE flow_results ADD COLUMN unmet_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE flow_results ADD COLUMN unmet_msat INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE fee_history (
+               scid TEXT NOT NULL, time REAL NOT NULL, fee_ppm INTEGER NOT NULL,
+               PRIMARY KEY (scid, time)) WITHOUT ROWID""",
+    ),
 )
 
 _INSERT_FORWARD = (
@@ -120,14 +141,38 @@ _ROLLUP_IN = (
     " in_count = in_count + excluded.in_count")
 
 
+_INSERT_FAILED = (
+    "INSERT OR IGNORE INTO failed_forwards (in_channel, in_htlc_id, out_channel, in_msat, failcode,"
+    " received_time, created_index) VALUES (?, ?, ?, ?, ?, ?, ?)")
+_ROLLUP_UNMET = (
+    "INSERT INTO flow_hourly (hour, channel, unmet_count, unmet_msat)"
+    " SELECT CAST(received_time AS INTEGER) / 3600, out_channel, COUNT(*), SUM(in_msat)"
+    " FROM failed_forwards WHERE rowid > ? AND out_channel IS NOT NULL AND failcode = ? GROUP BY 1, 2"
+    " ON CONFLICT (hour, channel) DO UPDATE SET unmet_count = unmet_count + excluded.unmet_count,"
+    " unmet_msat = unmet_msat + excluded.unmet_msat")
+
+
+def _htlc_key(fwd: Forward) -> Optional[int]:
+    if fwd.in_htlc_id is not None:
+        return fwd.in_htlc_id
+    # Very old rows lack in_htlc_id; a negative stand-in cannot collide with real ids.
+    return None if fwd.created_index is None else -int(fwd.created_index)
+
+
+def failed_row(fwd: Forward) -> Optional[tuple]:
+    """The failed_forwards row of a local_failed forward, or None when it cannot be keyed."""
+    htlc_id = _htlc_key(fwd)
+    if htlc_id is None:
+        return None
+    return (fwd.in_channel, htlc_id, fwd.out_channel, fwd.in_msat, fwd.failcode,
+            fwd.received_time, fwd.created_index)
+
+
 def forward_row(fwd: Forward) -> Optional[tuple]:
     """The forwards row of a settled forward, or None when it cannot be keyed."""
-    htlc_id = fwd.in_htlc_id
+    htlc_id = _htlc_key(fwd)
     if htlc_id is None:
-        # Very old rows lack in_htlc_id; a negative stand-in cannot collide with real ids.
-        if fwd.created_index is None:
-            return None
-        htlc_id = -int(fwd.created_index)
+        return None
     resolved = fwd.resolved_time if fwd.resolved_time is not None else fwd.received_time
     return (fwd.in_channel, htlc_id, fwd.out_channel, fwd.in_msat, fwd.out_msat, fwd.fee_msat,
             fwd.received_time, int(resolved), fwd.created_index, fwd.updated_index)
@@ -209,11 +254,20 @@ class Database:
 
     # --- forwards ------------------------------------------------------------
     def store_forwards(self, forwards: Iterable[Forward], marks: Optional[Dict[str, int]] = None) -> int:
-        """Stores the settled ones (idempotent) and moves marks, in one transaction.
+        """Stores the settled ones and the local_failed ones (idempotent) and moves marks,
+        in one transaction. A local_failed forward is kept apart: never revenue, but the
+        demand a channel could not serve.
 
-        Returns how many forwards were new. A mark only ever moves up.
+        Returns how many settled forwards were new. A mark only ever moves up.
         """
-        rows = [row for row in (forward_row(f) for f in forwards if f.is_settled) if row]
+        settled, failed = [], []
+        for f in forwards:
+            if f.is_settled:
+                settled.append(f)
+            elif f.status == LOCAL_FAILED:
+                failed.append(f)
+        rows = [row for row in map(forward_row, settled) if row]
+        failed_rows = [row for row in map(failed_row, failed) if row]
         with self._write() as tx:
             added = 0
             if rows:
@@ -223,6 +277,10 @@ class Database:
                 if added:
                     tx.execute(_ROLLUP_OUT, (before,))
                     tx.execute(_ROLLUP_IN, (before,))
+            if failed_rows:
+                before = tx.execute("SELECT COALESCE(MAX(rowid), 0) FROM failed_forwards").fetchone()[0]
+                tx.executemany(_INSERT_FAILED, failed_rows)
+                tx.execute(_ROLLUP_UNMET, (before, TEMPORARY_CHANNEL_FAILURE))
             for name, value in (marks or {}).items():
                 tx.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name)"
                            " DO UPDATE SET value = MAX(value, excluded.value)", (name, value))
@@ -251,7 +309,47 @@ class Database:
         Reads the hourly rollups, so the window starts at the hour that holds `since`.
         """
         rows = self._conn().execute(self.FLOW_AGGREGATION_SQL, (int(since) // HOUR_SECONDS,))
-        return {r[0]: FlowTotals(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+        return {r[0]: FlowTotals(*r) for r in rows}
+
+    def failed_forwards_count(self) -> int:
+        return self._conn().execute("SELECT COALESCE(MAX(rowid), 0) FROM failed_forwards").fetchone()[0]
+
+    def hourly_flow_since(self, since: float) -> Dict[str, List[tuple]]:
+        """Per channel, its hourly rollup rows from the hour that holds `since`:
+        (hour, out_count, out_msat, fee_msat, unmet_count, unmet_msat, in_msat), oldest first.
+        The evidence a fee decision learns demand from."""
+        by_channel: Dict[str, List[tuple]] = {}
+        for r in self._conn().execute(
+                "SELECT channel, hour, out_count, out_msat, fee_msat, unmet_count, unmet_msat, in_msat"
+                " FROM flow_hourly WHERE hour >= ? ORDER BY channel, hour", (int(since) // HOUR_SECONDS,)):
+            by_channel.setdefault(r[0], []).append(r[1:])
+        return by_channel
+
+    # --- fee history ---------------------------------------------------------------
+    def fee_history_since(self, since: float) -> Dict[str, List[Tuple[float, int]]]:
+        """Per channel, (time, fee ppm) of each fee it had from `since` on, oldest first; the
+        fee in force at `since` (the last one before it) comes first, timed at its own time."""
+        conn = self._conn()
+        by_scid: Dict[str, List[Tuple[float, int]]] = {}
+        for scid, t, fee in conn.execute(
+                "SELECT h.scid, h.time, h.fee_ppm FROM fee_history h JOIN"
+                " (SELECT scid, MAX(time) AS t FROM fee_history WHERE time < ? GROUP BY scid) b"
+                " ON h.scid = b.scid AND h.time = b.t", (since,)):
+            by_scid[scid] = [(t, fee)]
+        for scid, t, fee in conn.execute(
+                "SELECT scid, time, fee_ppm FROM fee_history WHERE time >= ? ORDER BY scid, time", (since,)):
+            by_scid.setdefault(scid, []).append((t, fee))
+        return by_scid
+
+    def record_fees(self, fees: Iterable[Tuple[str, int]], now: float) -> None:
+        """Appends (scid, fee ppm) at `now`; the caller records only changes."""
+        with self._write() as tx:
+            tx.executemany("INSERT OR REPLACE INTO fee_history VALUES (?, ?, ?)",
+                           [(scid, now, fee) for scid, fee in fees])
+
+    def delete_fee_history(self, scids: Iterable[str]) -> int:
+        with self._write() as tx:
+            return tx.executemany("DELETE FROM fee_history WHERE scid = ?", [(s,) for s in scids]).rowcount
 
     def channel_volume_since(self, scid: str, since: float) -> FlowTotals:
         """One channel's exact totals since a timestamp (inclusive), from the forwards themselves."""
@@ -265,15 +363,16 @@ class Database:
     def save_flow_results(self, flows: Iterable[ChannelFlow]) -> None:
         with self._write() as tx:
             tx.executemany(
-                "INSERT OR REPLACE INTO flow_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO flow_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(f.short_channel_id, f.in_msat, f.out_msat, f.fees_earned_msat, f.in_count,
                   f.out_count, f.flow_ratio, f.daily_volume_msat, f.daily_out_msat, f.state,
-                  f.updated_at) for f in flows])
+                  f.updated_at, f.unmet_count, f.unmet_msat) for f in flows])
 
     def load_flow_results(self) -> Dict[str, ChannelFlow]:
         rows = self._conn().execute(
             "SELECT scid, in_msat, out_msat, fees_earned_msat, in_count, out_count, flow_ratio,"
-            " daily_volume_msat, daily_out_msat, state, updated_at FROM flow_results")
+            " daily_volume_msat, daily_out_msat, state, updated_at, unmet_count, unmet_msat"
+            " FROM flow_results")
         return {r[0]: ChannelFlow(*r) for r in rows}
 
     def delete_flow_results(self, scids: Iterable[str]) -> int:
@@ -454,7 +553,8 @@ class Database:
         return [row[-1] for row in self._conn().execute("EXPLAIN QUERY PLAN " + sql, params)]
 
     FLOW_AGGREGATION_SQL = ("SELECT channel, SUM(in_msat), SUM(out_msat), SUM(fee_msat), SUM(in_count),"
-                            " SUM(out_count) FROM flow_hourly WHERE hour >= ? GROUP BY channel")
+                            " SUM(out_count), SUM(unmet_count), SUM(unmet_msat) FROM flow_hourly"
+                            " WHERE hour >= ? GROUP BY channel")
     CHANNEL_OUT_SQL = ("SELECT COALESCE(SUM(out_msat), 0), COALESCE(SUM(fee_msat), 0), COUNT(*) FROM forwards"
                        " WHERE out_channel = ? AND timestamp >= ?")
     CHANNEL_IN_SQL = ("SELECT COALESCE(SUM(in_msat), 0), COUNT(*) FROM forwards"

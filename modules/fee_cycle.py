@@ -8,12 +8,15 @@ than believed), always for the other actions.
 import json
 from typing import Any, Dict, Iterable, List, Optional
 
+from modules.evidence import build_evidence, fee_changes_to_record
 from modules.fee_controller import (A_SET, FeeDecision, FeeInputs, FeeState, decide_all_fees,
                                     prune_state)
 from modules.models import Channel, ChannelFlow
 from modules.node import NodeAdapter, NodeError
+from modules.rebalance_decisions import DemandOutlook
 
-ACTIONS = ("set", "hold", "skip_observing", "skip_hysteresis", "skip_inactive", "set_failed")
+ACTIONS = ("set", "hold", "skip_gossip", "skip_inactive", "set_failed")
+MANAGED_STATES = ("CHANNELD_NORMAL", "CHANNELD_AWAITING_SPLICE")
 
 
 class FeeCycle:
@@ -26,10 +29,14 @@ class FeeCycle:
             scid: FeeState.from_dict(json.loads(text)) for scid, text in db.load_fee_states().items()}
         self.last_result: Optional[Dict[str, Any]] = None
         self.last_decisions: List[Dict[str, Any]] = []
+        # the last decision of every channel: its demand curve and prices, for the rebalancer
+        self.outlooks: Dict[str, FeeDecision] = {}
 
     def run(self, channels: List[Channel], flows: Dict[str, ChannelFlow], plugins: Iterable[str],
-            now: float) -> Dict[str, Any]:
-        decisions = decide_all_fees(self._inputs(channels, flows, now), self.states, self.config, now)
+            now: float, refills_available: bool = False) -> Dict[str, Any]:
+        inputs = self._inputs(channels, flows, now, refills_available)
+        decisions = decide_all_fees(inputs, self.states, self.config, now)
+        self.outlooks = {d.short_channel_id: d for d in decisions}
         if "clboss" in plugins and not self.config.dry_run:
             self._unmanage_clboss(decisions, {c.short_channel_id: c.peer_id for c in channels}, now)
         counts = {action: 0 for action in ACTIONS}
@@ -47,30 +54,45 @@ class FeeCycle:
             if action != "set_failed" and not (d.action == A_SET and not applied):
                 saved[d.short_channel_id] = d.new_state
         self.states.update(saved)
+        set_fees = [(d.short_channel_id, d.new_fee_ppm) for d, row in zip(decisions, rows) if row[4]]
+        if set_fees:
+            self.db.record_fees(set_fees, now)
         removed = self._collect_garbage({c.short_channel_id for c in channels})
         self.db.save_fee_cycle({scid: json.dumps(s.to_dict()) for scid, s in saved.items()}, rows, now)
         self.last_result = {"at": now, "dry_run": self.config.dry_run, "channels": len(decisions),
                             "changed": counts["set"], "held": counts["hold"],
-                            "skipped_hysteresis": counts["skip_hysteresis"],
-                            "skipped_observing": counts["skip_observing"],
+                            "skipped_gossip": counts["skip_gossip"],
                             "skipped_inactive": counts["skip_inactive"], "failed": counts["set_failed"],
                             "states_pruned": removed}
         self.last_decisions = summary
         return self.last_result
 
-    def _inputs(self, channels: List[Channel], flows: Dict[str, ChannelFlow], now: float) -> List[FeeInputs]:
-        managed = [c for c in channels if c.state in ("CHANNELD_NORMAL", "CHANNELD_AWAITING_SPLICE")]
-        since = {c.short_channel_id: (self.states[c.short_channel_id].last_change_at
-                                      if c.short_channel_id in self.states else now) for c in managed}
-        earned = self.db.fees_earned_since(since)
-        # Only peer-opened channels can be exempt from scarcity; ask only about them.
-        routed = self.db.channels_that_routed_out([c.short_channel_id for c in managed if c.opener == "remote"])
+    def demand_outlooks(self) -> Dict[str, DemandOutlook]:
+        """What the last cycle learnt of each channel's demand, for valuing refills."""
+        return {scid: DemandOutlook(d.curve, d.inflow_msat_per_hour, d.curve.arrivals > 0)
+                for scid, d in self.outlooks.items() if d.curve is not None}
+
+    def _inputs(self, channels: List[Channel], flows: Dict[str, ChannelFlow], now: float,
+                refills_available: bool) -> List[FeeInputs]:
+        """Each managed channel with its evidence: the hourly rollups and the fees it had
+        over the lookback (a fee found changed since the last cycle is recorded first)."""
+        managed = [c for c in channels if c.state in MANAGED_STATES]
+        since = now - self.config.demand_lookback_days * 86400
+        history = self.db.fee_history_since(since)
+        changed = fee_changes_to_record([(c.short_channel_id, c.fee_ppm) for c in managed], history)
+        if changed:
+            self.db.record_fees(changed, now)
+            for scid, fee in changed:
+                history.setdefault(scid, []).append((now, fee))
+        rows = self.db.hourly_flow_since(since)
         costs = self.db.rebalance_cost_ppm()
         return [FeeInputs(channel=c, flow=flows.get(c.short_channel_id),
-                          earned_msat_since_change=earned[c.short_channel_id][0],
-                          has_routed_out_ever=c.opener != "remote" or c.short_channel_id in routed,
+                          evidence=build_evidence(rows.get(c.short_channel_id, ()),
+                                                  history.get(c.short_channel_id, ()), c.fee_ppm,
+                                                  c.fee_base_msat, now, self.config.demand_lookback_days * 24,
+                                                  self.config.demand_half_life_hours),
                           rebalance_cost_ppm=costs.get(c.short_channel_id),
-                          forwards_since_change=earned[c.short_channel_id][1]) for c in managed]
+                          refills_available=refills_available) for c in managed]
 
     def _apply(self, d: FeeDecision):
         """(action recorded, applied to the node, error text or None)."""
@@ -105,6 +127,7 @@ class FeeCycle:
             gone = set(self.states) - set(kept)
             self.states = kept
             self.db.delete_fee_states(gone)
+            self.db.delete_fee_history(gone)
         self.log(f"Fee controller GC: removed state of {removed} closed channels", "debug" if not removed else "info")
         return removed
 
@@ -124,7 +147,10 @@ class FeeCycle:
                 "local_ratio": round(c.local_ratio, 3), "flow_state": flow.state if flow else None,
                 "last_decision": None if decision is None else dict(
                     decision, reasons=detail["reasons"], stages=detail["stages"],
-                    rate_msat_per_hour=detail.get("rate_msat_per_hour")),
+                    target_fee_ppm=detail.get("target_fee_ppm"),
+                    demand_price_ppm=detail.get("demand_price_ppm"),
+                    liquidity_price_ppm=detail.get("liquidity_price_ppm"),
+                    scarce=detail.get("scarce")),
                 "controller_state": state.to_dict() if state else None,
             })
         return {"dry_run": self.config.dry_run, "channels": rows, "last_cycle": self.last_result}

@@ -43,7 +43,8 @@ def analyze_channel(scid: str, totals: Optional[FlowTotals], previous: Optional[
         fees_earned_msat=totals.fees_earned_msat, in_count=totals.in_count,
         out_count=totals.out_count, flow_ratio=round(ratio, 6),
         daily_volume_msat=int(volume), daily_out_msat=int(out_volume),
-        state=classify(ratio, int(volume), config), updated_at=now)
+        state=classify(ratio, int(volume), config), updated_at=now,
+        unmet_count=totals.unmet_count, unmet_msat=totals.unmet_msat)
 
 
 class FlowAnalyzer:

@@ -23,6 +23,7 @@ from modules.node import INVALID_PARAMS, UNKNOWN_COMMAND, NodeAdapter, NodeError
 
 CREATED = "created"
 UPDATED = "updated"
+STORED_STATUSES = ("settled", "local_failed")
 
 
 @dataclasses.dataclass
@@ -94,8 +95,8 @@ class ForwardSync:
                 more = len(rows) >= self.page_size and top is not None
                 if more:
                     pending = prefetch.submit(self.node.forwards_page, index, top + 1, self.page_size)
-                # only settled forwards are stored: the others are not even parsed
-                forwards = [parse_forward(row) for row in rows if row.get("status") == "settled"]
+                # only settled and local_failed forwards are stored: the others are not even parsed
+                forwards = [parse_forward(row) for row in rows if row.get("status") in STORED_STATUSES]
                 result.rows_added += self.db.store_forwards(forwards, {index: top} if top else None)
                 rows = forwards = None   # let this page go before the next one is read
                 if not more:

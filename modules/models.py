@@ -11,6 +11,11 @@ BALANCED = "BALANCED"
 IDLE = "IDLE"
 FLOW_STATES = (SOURCE, SINK, BALANCED, IDLE)
 
+LOCAL_FAILED = "local_failed"
+# WIRE_TEMPORARY_CHANNEL_FAILURE: what Core Lightning's local_failed forward carries when the
+# outgoing channel lacks the balance (also a disabled or offline channel: rare, and demand too).
+TEMPORARY_CHANNEL_FAILURE = 4103
+
 
 @dataclasses.dataclass(frozen=True)
 class Channel:
@@ -55,10 +60,17 @@ class Forward(NamedTuple):
     resolved_time: Optional[float]
     created_index: Optional[int]
     updated_index: Optional[int]
+    failcode: Optional[int] = None   # local_failed only: why this node refused it
 
     @property
     def is_settled(self) -> bool:
         return self.status == "settled"
+
+    @property
+    def is_unmet_demand(self) -> bool:
+        """Refused here for lack of outbound balance: a sale the channel could not make."""
+        return (self.status == LOCAL_FAILED and self.failcode == TEMPORARY_CHANNEL_FAILURE
+                and bool(self.out_channel))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +82,8 @@ class FlowTotals:
     fees_earned_msat: int = 0    # as the outgoing channel
     in_count: int = 0
     out_count: int = 0
+    unmet_count: int = 0         # refused here for lack of outbound balance (local_failed 4103)
+    unmet_msat: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,3 +100,5 @@ class ChannelFlow:
     daily_out_msat: int          # out / window days, smoothed
     state: str                   # SOURCE, SINK, BALANCED or IDLE
     updated_at: float
+    unmet_count: int = 0         # forwards refused for lack of outbound balance, in the window
+    unmet_msat: int = 0

@@ -72,6 +72,7 @@ def parse_forward(entry: Dict[str, Any]) -> Forward:
         None if resolved is None else float(resolved),
         get("created_index"),
         get("updated_index"),
+        get("failcode"),
     )
 
 
@@ -166,8 +167,10 @@ class NodeAdapter:
         return result.get("forwards", [])
 
     def all_forwards(self) -> List[Dict[str, Any]]:
-        """Every settled forward in one call: for nodes without pagination (< v23.11)."""
-        return self.call("listforwards", {"status": "settled"}).get("forwards", [])
+        """Every settled and local_failed forward, one call each: for nodes without
+        pagination (< v23.11)."""
+        return [row for status in ("settled", "local_failed")
+                for row in self.call("listforwards", {"status": status}).get("forwards", [])]
 
     def current_forward_index(self, index: str) -> int:
         """The node's current created/updated counter for forwards (wait returns at once)."""

@@ -7,12 +7,17 @@ costs and lost earnings round up).
 
 How a destination's job is valued (all over `rebalance-horizon-days`, H):
   amount        = min(deficit to target, max amount, what the sources can give), whole chunks
-  revenue       = min(amount, dest daily_out * H) * dest fee ppm / 1e6
+  revenue       = what the moved liquidity will sell for: the destination's best revenue over
+                  H with `amount` more local balance, less without it, from its demand curve
+                  (modules.demand, learnt by the fee controller) at the price that liquidity
+                  will sell at (modules.liquidity.refill_value_msat), not at today's fee (a
+                  drained channel's fee may be the price that drained it). A channel the fee
+                  controller has not judged yet: min(amount, daily_out * H) * its fee
   lost earnings = the most the sources could have earned on the part of the moved amount
                   they would have sold themselves (min(x_s, source daily_out * H) at the
                   source's fee), whichever way sling splits the amount among the candidates
   max ppm       = the largest ppm with amount * ppm / 1e6 + lost + min profit <= revenue,
-                  never above the destination's fee (nor max-fee-ppm)
+                  never above the fee the liquidity sells at (nor max-fee-ppm)
   worst cost    = amount * max ppm / 1e6;  expected profit = revenue - worst cost - lost
 So a job that starts is profitable by construction at its worst case. Its budget
 reservation (`reserve_msat`) also covers one chunk in flight when it is stopped.
@@ -27,6 +32,8 @@ import math
 from fractions import Fraction
 from typing import (Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple)
 
+from modules import liquidity
+from modules.demand import DemandCurve
 from modules.models import BALANCED, IDLE, SINK, SOURCE, Channel, ChannelFlow
 
 PPM = 1_000_000
@@ -91,6 +98,26 @@ def prune_failures(source_failure_counts: Mapping, active_scids: Iterable[str]) 
 
 # --- expected value -----------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
+class DemandOutlook:
+    """What the fee controller learnt of a channel's demand: enough to value a refill."""
+    curve: DemandCurve                 # its demand posterior
+    inflow_msat_per_hour: float        # volume that enters through it (refills it for free)
+    has_demand: bool                   # anything asked to leave through it in the lookback
+
+    def refill_value(self, local_msat: int, amount_msat: int, config) -> Tuple[int, int, int]:
+        """(revenue msat the refill adds over the horizon, fee ppm it sells at, msat it sells)."""
+        if not self.has_demand or amount_msat <= 0:
+            return 0, 0, 0
+        median = self.curve.at_scale(self.curve.quantile_scale_ppm(0.5))
+        supply = liquidity.Supply(max(0, local_msat), self.inflow_msat_per_hour,
+                                  config.rebalance_horizon_days * 24)
+        grid = liquidity.fee_grid(config.min_fee_ppm, config.max_fee_ppm)
+        value, fee = liquidity.refill_value_msat(median, supply, amount_msat, grid, config.fee_base_msat)
+        sold = min(amount_msat, int(value * PPM // fee)) if fee > 0 else 0
+        return int(value), fee, sold
+
+
+@dataclasses.dataclass(frozen=True)
 class SourceCandidate:
     """A channel a job may pull from, and how much it can give to this job."""
     short_channel_id: str
@@ -130,10 +157,13 @@ def worst_lost_earnings_msat(amount_msat: int, sources: Sequence[SourceCandidate
 
 
 def expected_value(deficit_msat: int, dest_fee_ppm: int, dest_daily_out_msat: int,
-                   sources: Sequence[SourceCandidate], config, *, force: bool = False) -> ExpectedValue:
+                   sources: Sequence[SourceCandidate], config, *, force: bool = False,
+                   outlook: Optional[DemandOutlook] = None, dest_local_msat: int = 0) -> ExpectedValue:
     """Values moving up to `deficit_msat` into a destination from `sources` (see module doc).
 
-    With `force`, a job the rule refuses still gets a max ppm: the destination's fee.
+    With an `outlook` the moved liquidity is valued at what it will sell for; without one,
+    at `dest_fee_ppm` for what `dest_daily_out_msat` buys. With `force`, a job the rule
+    refuses still gets a max ppm: the fee the liquidity sells at.
     """
     chunk = config.rebalance_chunk_sats * 1000
     horizon = config.rebalance_horizon_days
@@ -141,9 +171,13 @@ def expected_value(deficit_msat: int, dest_fee_ppm: int, dest_daily_out_msat: in
     giveable = sum(max(0, s.giveable_msat) for s in sources)
     wanted = min(max(0, deficit_msat), config.rebalance_max_amount_sats * 1000)
     amount = min(wanted, giveable) // chunk * chunk
-    sold = min(amount, _mul_floor(max(0, dest_daily_out_msat), horizon))
+    if outlook is not None:
+        revenue, sells_at_ppm, sold = outlook.refill_value(dest_local_msat, amount, config)
+        dest_fee_ppm = sells_at_ppm or dest_fee_ppm   # nothing sells: force falls back to its fee
+    else:
+        sold = min(amount, _mul_floor(max(0, dest_daily_out_msat), horizon))
+        revenue = _ppm_floor(sold, max(0, dest_fee_ppm))
     fee_cap = max(0, min(dest_fee_ppm, config.max_fee_ppm))
-    revenue = _ppm_floor(sold, max(0, dest_fee_ppm))
     lost = worst_lost_earnings_msat(amount, sources, horizon)
     reasons: List[str] = []
     if amount == 0:
@@ -155,8 +189,9 @@ def expected_value(deficit_msat: int, dest_fee_ppm: int, dest_daily_out_msat: in
             reasons.append(f"amount {sat_text(min(wanted, giveable))} sat is below one chunk "
                            f"({sat_text(chunk)} sat)")
         return ExpectedValue(0, 0, 0, 0, 0, 0, 0, min_profit, False, tuple(reasons))
+    valued = "its demand curve's price" if outlook is not None else "its fee"
     reasons.append(f"moves {sat_text(amount)} sat, sells {sat_text(sold)} sat in "
-                   f"{horizon:g} days at {dest_fee_ppm} ppm: revenue {sat_text(revenue)} sat, "
+                   f"{horizon:g} days at {dest_fee_ppm} ppm ({valued}): revenue {sat_text(revenue)} sat, "
                    f"sources' lost earnings {sat_text(lost)} sat")
     room = revenue - lost - min_profit
     max_ppm = min(fee_cap, room * PPM // amount) if room > 0 else 0
@@ -227,6 +262,7 @@ class _View:
     daily_out_msat: int
     fee_ppm: int
     target_msat: int
+    outlook: Optional[DemandOutlook] = None
 
     @property
     def scid(self) -> str:
@@ -237,11 +273,13 @@ class _View:
         return self.ch.is_active and self.ch.peer_connected
 
 
-def _view(ch: Channel, flow: Optional[ChannelFlow], fee_ppm_by_scid: Mapping[str, int], config) -> _View:
+def _view(ch: Channel, flow: Optional[ChannelFlow], fee_ppm_by_scid: Mapping[str, int],
+          outlooks: Mapping[str, DemandOutlook], config) -> _View:
     volume = flow.daily_volume_msat if flow else 0
     return _View(ch, flow.state if flow else IDLE, max(0, flow.daily_out_msat) if flow else 0,
                  int(fee_ppm_by_scid.get(ch.short_channel_id, ch.fee_ppm)),
-                 liquidity_target_msat(ch.capacity_msat, volume, config))
+                 liquidity_target_msat(ch.capacity_msat, volume, config),
+                 outlooks.get(ch.short_channel_id))
 
 
 def _giveable(v: _View, floor_msat: int, committed: Mapping[str, int]) -> int:
@@ -295,15 +333,16 @@ def _evaluate(d: _View, deficit: int, pool: Sequence[_View], committed: Mapping[
               config, force: bool) -> Tuple[ExpectedValue, Tuple[SourceCandidate, ...], int]:
     wanted = min(deficit, config.rebalance_max_amount_sats * 1000)
     sources, floor = _choose_sources(d, pool, committed, wanted)
-    return expected_value(deficit, d.fee_ppm, d.daily_out_msat, sources, config, force=force), sources, floor
+    return expected_value(deficit, d.fee_ppm, d.daily_out_msat, sources, config, force=force,
+                          outlook=d.outlook, dest_local_msat=d.ch.local_msat), sources, floor
 
 
 def plan_rebalances(channels: Sequence[Channel], flows: Mapping[str, ChannelFlow],
                     fee_ppm_by_scid: Mapping[str, int], failures: Failures, config, now: float, *,
                     sources_exclude: Collection[str] = (), destinations_exclude: Collection[str] = (),
                     only_scids: Optional[Collection[str]] = None, amount_msat: Optional[int] = None,
-                    force: bool = False, budget_available_msat: Optional[int] = None
-                    ) -> List[RebalanceDecision]:
+                    force: bool = False, budget_available_msat: Optional[int] = None,
+                    outlooks: Mapping[str, DemandOutlook] = {}) -> List[RebalanceDecision]:
     """A verdict for every channel (or every one in `only_scids`), with numbers and reasons.
 
     `flows` and `fee_ppm_by_scid` are keyed by scid (a missing flow counts as IDLE, a missing
@@ -313,7 +352,8 @@ def plan_rebalances(channels: Sequence[Channel], flows: Mapping[str, ChannelFlow
     `amount_msat` (with `only_scids`) replaces the deficit to target. `force` skips the
     expected-value rule and the flow rule, never the breaker nor the budget.
     `budget_available_msat` (None: not checked) caps the summed reservations (`reserve_msat`)
-    of the jobs started, cutting a job to whole chunks that fit when needed.
+    of the jobs started, cutting a job to whole chunks that fit when needed. `outlooks`: the
+    fee controller's demand outlook of each channel, which values a refill (module doc).
 
     Destinations come first, started ones before refused, each by expected profit; then the
     rest by scid. Sources are shared among destinations: what one job may draw is no longer
@@ -321,7 +361,7 @@ def plan_rebalances(channels: Sequence[Channel], flows: Mapping[str, ChannelFlow
     """
     if amount_msat is not None and not only_scids:
         raise ValueError("amount_msat needs only_scids: it is the amount for one destination")
-    views = [_view(c, flows.get(c.short_channel_id), fee_ppm_by_scid, config) for c in channels]
+    views = [_view(c, flows.get(c.short_channel_id), fee_ppm_by_scid, outlooks, config) for c in channels]
     wanted = set(only_scids) if only_scids is not None else None
     others: List[RebalanceDecision] = []
     dests: List[Tuple[_View, int, Tuple[str, ...]]] = []
@@ -380,10 +420,16 @@ def _destination_decision(v: _View, deficit: int, pre: Tuple[str, ...], pool: Se
     blocked = futility_blocked(count, last, config, now)
     if blocked:
         reasons.append(FUTILITY_REASON)
-    sells = v.state in SELLING_STATES and v.daily_out_msat > 0
-    if not sells:
-        reasons.append(f"flow {v.state}, outbound {sat_text(v.daily_out_msat)} sat/day: "
-                       f"its liquidity does not sell" + (" (forced)" if force else ""))
+    if v.outlook is not None:   # judged by what its demand curve says the refill sells for
+        sells = v.outlook.has_demand
+        if not sells:
+            reasons.append("nothing asked to leave through it in the lookback: its liquidity does not sell"
+                           + (" (forced)" if force else ""))
+    else:
+        sells = v.state in SELLING_STATES and v.daily_out_msat > 0
+        if not sells:
+            reasons.append(f"flow {v.state}, outbound {sat_text(v.daily_out_msat)} sat/day: "
+                           f"its liquidity does not sell" + (" (forced)" if force else ""))
     ev, sources, floor = _evaluate(v, deficit, pool, committed, config, force)
     start = (not blocked and ev.amount_msat > 0 and ev.max_ppm >= MIN_MAX_PPM
              and (force or (sells and ev.worthwhile)))

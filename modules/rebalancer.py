@@ -15,7 +15,8 @@ from modules.errors import REBALANCE_REFUSED, UserError
 from modules.job_manager import BudgetExhausted, JobManager, JobPlan
 from modules.models import Channel, ChannelFlow
 from modules.node import NodeAdapter, NodeError
-from modules.rebalance_decisions import FUTILITY_REASON, RebalanceDecision, plan_rebalances, prune_failures
+from modules.rebalance_decisions import (FUTILITY_REASON, DemandOutlook, RebalanceDecision, plan_rebalances,
+                                        prune_failures)
 
 SCID_RE = re.compile(r"^\d+x\d+x\d+$")
 DESTINATION, SOURCE = "destination", "source"
@@ -36,12 +37,18 @@ class Rebalancer:
     # --- the pass ----------------------------------------------------------------
     def run_pass(self, channels: List[Channel], flows: Dict[str, ChannelFlow], sling_loaded: bool,
                  now: float, scid: Optional[str] = None, amount_sats: Optional[int] = None,
-                 force: bool = False) -> Dict[str, Any]:
-        """One pass over every channel (automatic) or one channel (manual, scid given)."""
+                 force: bool = False, outlooks: Optional[Dict[str, DemandOutlook]] = None) -> Dict[str, Any]:
+        """One pass over every channel (automatic) or one channel (manual, scid given).
+        `outlooks`: the fee controller's demand outlook per channel, which values refills."""
         with self._pass_lock:
             if self.closed:
                 raise UserError("cl-revenue-ops is shutting down", REBALANCE_REFUSED)
-            return self._run_pass(channels, flows, sling_loaded, now, scid, amount_sats, force)
+            return self._run_pass(channels, flows, sling_loaded, now, scid, amount_sats, force,
+                                  outlooks or {})
+
+    def budget_available_msat(self, now: float) -> int:
+        spent, reserved = self.db.budget_usage(now)
+        return max(0, self.config.daily_budget_sats * 1000 - spent - reserved)
 
     def watch(self, channels: Optional[List[Channel]], now: float) -> List[Dict[str, Any]]:
         """The frequent check of running jobs (amount, budget, timeout, channel closed)."""
@@ -61,7 +68,7 @@ class Rebalancer:
             if acquired:
                 self._pass_lock.release()
 
-    def _run_pass(self, channels, flows, sling_loaded, now, scid, amount_sats, force) -> Dict[str, Any]:
+    def _run_pass(self, channels, flows, sling_loaded, now, scid, amount_sats, force, outlooks) -> Dict[str, Any]:
         manual = scid is not None
         by_scid = {c.short_channel_id: c for c in channels}
         if manual:
@@ -89,7 +96,7 @@ class Rebalancer:
             self.config, now, sources_exclude=busy | {s for j in running for s in j["candidates"]},
             destinations_exclude=busy, only_scids=[scid] if manual else None,
             amount_msat=amount_sats * 1000 if amount_sats else None, force=force,
-            budget_available_msat=available)
+            budget_available_msat=available, outlooks=outlooks)
         if manual and decisions and not decisions[0].start:
             budget_reason = next((r for r in decisions[0].reasons if r.startswith("budget")), None)
             if budget_reason:

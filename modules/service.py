@@ -124,7 +124,10 @@ class Service:
     def fee_cycle(self) -> Dict[str, Any]:
         self.plugins = self._plugin_names() or self.plugins   # clboss may come and go (None: keep)
         channels = self._refresh_channels()
-        return self.fees.run(channels, self.flow.flows, self.plugins, self.clock())
+        now = self.clock()
+        # a known refill price counts in the liquidity price only when refills can be bought
+        refills = self.sling_loaded and not self.config.dry_run and self.rebalancer.budget_available_msat(now) > 0
+        return self.fees.run(channels, self.flow.flows, self.plugins, now, refills_available=refills)
 
     def fee_report(self, scid: Optional[str]) -> Dict[str, Any]:
         channels = self._refresh_channels()   # the fees as they are now, not as last cycle saw them
@@ -156,7 +159,8 @@ class Service:
             self.hygiene = cleanup_orphans(self.node, True, self.log, self.config.dry_run)
         channels = self._refresh_channels()
         return self.rebalancer.run_pass(channels, self.flow.flows, self.sling_loaded, self.clock(),
-                                        scid=scid, amount_sats=amount_sats, force=force)
+                                        scid=scid, amount_sats=amount_sats, force=force,
+                                        outlooks=self.fees.demand_outlooks())
 
     def require_running(self) -> None:
         if self.phase != RUNNING:
@@ -175,7 +179,7 @@ class Service:
     # --- live events -----------------------------------------------------------
     def on_forward_event(self, payload: Dict[str, Any]) -> int:
         """Stores a settled forward as it happens; the marks are left to the pages."""
-        if payload.get("status") != "settled" or self.db is None:
+        if payload.get("status") not in ("settled", "local_failed") or self.db is None:
             return 0
         return self.db.store_forwards([parse_forward(payload)])
 
@@ -248,4 +252,6 @@ def flow_view(flow) -> Dict[str, Any]:
             "in_sats": flow.in_msat // 1000, "out_sats": flow.out_msat // 1000,
             "fees_earned_msat": flow.fees_earned_msat,
             "in_count": flow.in_count, "out_count": flow.out_count,
+            # refused here for lack of outbound balance: sales this channel could not make
+            "unmet_count": flow.unmet_count, "unmet_sats": flow.unmet_msat // 1000,
             "updated_at": flow.updated_at}

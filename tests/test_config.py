@@ -16,10 +16,10 @@ def test_defaults_build_and_db_path_goes_inside_the_network_dir():
 
 def test_values_arrive_typed_or_as_strings_like_lightningd_sends_them():
     config = build_config({"revenue-ops-dry-run": True, "revenue-ops-max-fee-ppm": 900,
-                           "revenue-ops-scarcity-threshold": "0.25",
+                           "revenue-ops-demand-half-life-hours": "48.5",
                            "revenue-ops-db-path": "/tmp/x.db"}, "/ld")
     assert config.dry_run is True and config.max_fee_ppm == 900
-    assert config.scarcity_threshold == 0.25 and config.db_path == "/tmp/x.db"
+    assert config.demand_half_life_hours == 48.5 and config.db_path == "/tmp/x.db"
 
 
 @pytest.mark.parametrize("name,value,expected", [

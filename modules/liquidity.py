@@ -1,0 +1,143 @@
+"""Liquidity pricing: the fee at which a channel's outbound liquidity earns the most.
+
+Pure, no clock. Over a horizon of H hours, at fee f the channel is asked for
+V(f) = rate(f) * amount * H msat (modules.demand) and can supply S = stock + inflow * H
+(its local balance plus what forwards entering through it bring back). It sells min(V, S).
+Where refills are known to be had at c ppm, what it lacks can be bought: each such msat
+earns f - c. The fee chosen maximises
+
+    revenue(f) = f * min(V(f), S) + max(0, f - c) * max(0, V(f) - S)      (/ 1e6, + base fees)
+
+So a channel with plenty of liquidity is priced by demand alone (the *demand price*), and a
+channel whose outbound sells faster than it can be refilled is priced up until outflow
+matches what can be refilled (the *liquidity price*): no fixed ceiling on what liquidity is
+worth but the max-fee option. A channel with no demand is never raised for scarcity.
+
+The stock is read in bands with hysteresis (`stock_band`), so a balance that moves a little
+moves no fee: balance noise alone causes no broadcast.
+"""
+import dataclasses
+import math
+from typing import List, Optional, Sequence, Tuple
+
+from modules.demand import DemandCurve
+
+PPM = 1_000_000
+FEE_GRID_STEP = 1.04            # candidate fees 4% apart between the bounds
+# local balance / capacity bands; a band is left only past its edge by BAND_HYSTERESIS
+STOCK_BANDS = (0.0, 0.05, 0.10, 0.20, 0.35, 0.50, 0.70, 1.0)
+BAND_HYSTERESIS = 0.025
+
+
+@dataclasses.dataclass(frozen=True)
+class Supply:
+    stock_msat: int                   # spendable local balance, as banded
+    inflow_msat_per_hour: float       # what forwards entering through it bring back
+    horizon_hours: float
+    refill_cost_ppm: Optional[int] = None   # known price of a refill (None: none assumed)
+
+    @property
+    def over_horizon_msat(self) -> float:
+        return self.stock_msat + self.inflow_msat_per_hour * self.horizon_hours
+
+
+@dataclasses.dataclass(frozen=True)
+class LiquidityPrice:
+    fee_ppm: int                       # the fee that earns the most, liquidity included
+    demand_price_ppm: int              # the fee that would earn the most with liquidity to spare
+    scarce: bool                       # demand over the horizon exceeds what can be supplied
+    demand_msat: float                 # V(fee): asked over the horizon at the chosen fee
+    supply_msat: float                 # S
+    expected_revenue_msat: float       # over the horizon at the chosen fee
+    reason: str
+
+
+def fee_grid(min_fee_ppm: int, max_fee_ppm: int) -> List[int]:
+    fees, f = [], float(max(min_fee_ppm, 1))
+    while f < max_fee_ppm:
+        fees.append(int(round(f)))
+        f *= FEE_GRID_STEP
+    fees.append(max_fee_ppm)
+    if min_fee_ppm == 0:
+        fees.insert(0, 0)
+    return sorted(set(fees))
+
+
+def horizon_revenue_msat(curve: DemandCurve, fee_ppm: int, supply_msat: float, horizon_hours: float,
+                         base_fee_msat: int, refill_cost_ppm: Optional[int]) -> Tuple[float, float]:
+    """(expected revenue over the horizon, demand V) at one fee."""
+    amount = max(curve.mean_amount_msat, 1)
+    demand = curve.rate_per_hour(fee_ppm) * amount * horizon_hours
+    sold = min(demand, supply_msat)
+    per_msat = fee_ppm / PPM + base_fee_msat / amount
+    revenue = sold * per_msat
+    if refill_cost_ppm is not None and demand > sold and fee_ppm > refill_cost_ppm:
+        revenue += (demand - sold) * (per_msat - refill_cost_ppm / PPM)
+    return revenue, demand
+
+
+def _best(curve: DemandCurve, grid: Sequence[int], supply_msat: float, horizon_hours: float,
+          base_fee_msat: int, refill_cost_ppm: Optional[int]) -> Tuple[int, float, float]:
+    best = (grid[0], -1.0, 0.0)
+    for fee in grid:
+        revenue, demand = horizon_revenue_msat(curve, fee, supply_msat, horizon_hours,
+                                               base_fee_msat, refill_cost_ppm)
+        if revenue > best[1] * 1.0001:   # ties go to the lower fee: more sold, same earned
+            best = (fee, revenue, demand)
+    return best
+
+
+def price_liquidity(curve: DemandCurve, supply: Supply, grid: Sequence[int], base_fee_msat: int,
+                    has_demand: bool) -> LiquidityPrice:
+    demand_fee, demand_rev, _ = _best(curve, grid, math.inf, supply.horizon_hours, base_fee_msat, None)
+    if not has_demand:
+        return LiquidityPrice(demand_fee, demand_fee, False, 0.0, supply.over_horizon_msat, demand_rev,
+                              f"no arrivals in the evidence: priced by demand alone at {demand_fee} ppm, "
+                              f"never raised for scarcity")
+    s = supply.over_horizon_msat
+    fee, revenue, demand = _best(curve, grid, s, supply.horizon_hours, base_fee_msat,
+                                 supply.refill_cost_ppm)
+    days = supply.horizon_hours / 24
+    asked = curve.rate_per_hour(demand_fee) * max(curve.mean_amount_msat, 1) * supply.horizon_hours
+    scarce = fee > demand_fee
+    if scarce:
+        refill = (f", refills at ~{supply.refill_cost_ppm} ppm" if supply.refill_cost_ppm is not None
+                  else ", no refill price known")
+        reason = (f"liquidity price {fee} ppm (demand alone {demand_fee}): at {demand_fee} ppm it would be "
+                  f"asked {asked / 1e6:,.0f} k sat in {days:g} days, it can supply {s / 1e6:,.0f} k sat "
+                  f"(local {supply.stock_msat / 1e6:,.0f} k + inflow {supply.inflow_msat_per_hour * 24 / 1e6:,.0f} k/day)"
+                  f"{refill}")
+    else:
+        reason = (f"demand price {fee} ppm: asked {asked / 1e6:,.0f} k sat in {days:g} days, "
+                  f"supply {s / 1e6:,.0f} k sat: liquidity to spare")
+    return LiquidityPrice(fee, demand_fee, scarce, demand, s, revenue, reason)
+
+
+def refill_value_msat(curve: DemandCurve, supply: Supply, amount_msat: int, grid: Sequence[int],
+                      base_fee_msat: int) -> Tuple[float, int]:
+    """(what `amount_msat` more local balance earns over the horizon, the fee it sells at):
+    the channel's best revenue with the refill, less without; no further refills assumed."""
+    _, without, _ = _best(curve, grid, supply.over_horizon_msat, supply.horizon_hours, base_fee_msat, None)
+    fee, with_refill, _ = _best(curve, grid, supply.over_horizon_msat + amount_msat, supply.horizon_hours,
+                                base_fee_msat, None)
+    return max(0.0, with_refill - without), fee
+
+
+def stock_band(local_ratio: float, previous: Optional[int]) -> int:
+    """The band (index into STOCK_BANDS) the balance is in, sticking to the previous band
+    until the balance is BAND_HYSTERESIS past its edge."""
+    ratio = min(max(local_ratio, 0.0), 1.0)
+    band = max(i for i in range(len(STOCK_BANDS) - 1) if STOCK_BANDS[i] <= ratio) \
+        if ratio < 1.0 else len(STOCK_BANDS) - 2
+    if previous is None or previous == band or not 0 <= previous < len(STOCK_BANDS) - 1:
+        return band
+    lo, hi = STOCK_BANDS[previous], STOCK_BANDS[previous + 1]
+    if lo - BAND_HYSTERESIS <= ratio <= hi + BAND_HYSTERESIS:
+        return previous
+    return band
+
+
+def banded_stock_msat(band: int, capacity_msat: int) -> int:
+    """A band's stock: its middle (the lowest band: its top edge's half, so empty reads empty-ish)."""
+    lo, hi = STOCK_BANDS[band], STOCK_BANDS[band + 1]
+    return int(capacity_msat * (lo + hi) / 2)
