@@ -15,6 +15,7 @@ from pyln.client import Plugin, RpcException  # noqa: E402
 
 from modules.errors import UserError  # noqa: E402
 from modules.config import ConfigError, build_config, manifest_options  # noqa: E402
+from modules.database import DatabaseRefused  # noqa: E402
 from modules.node import NodeAdapter  # noqa: E402
 from modules.service import Service  # noqa: E402
 
@@ -43,6 +44,10 @@ def init(options, configuration, plugin, **kwargs):
     service = Service(config, node, log)
     try:
         service.open()
+    except DatabaseRefused as e:  # not ours, or newer than this code: never run on it
+        reason = f"refusing database {config.db_path}: {e}; nothing was written to it"
+        log(f"refusing to start: {reason}", "warn")
+        return {"disable": f"cl-revenue-ops: {reason}"}
     except Exception as e:  # an unusable database: say so and step aside, lightningd runs on
         log(f"refusing to start: cannot open database {config.db_path}: {e}", "warn")
         return {"disable": f"cl-revenue-ops: cannot open database {config.db_path}: {e}"}

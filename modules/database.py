@@ -7,14 +7,31 @@ so a forward seen live and again in a listforwards page is stored once.
 
 Flow is also rolled up per channel and hour (flow_hourly) at insert time, so the
 per-cycle aggregation reads a few thousand rollup rows instead of millions of forwards.
+
+The file (db_file.py): opened only after read-only checks say it is ours and not newer
+than this code; created 0600 in a directory made 0700. A connection that hit a storage
+fault (read-only, disk full, I/O error) is replaced on its thread's next use, so the loops
+store again once the storage is back, without a restart. Connections open with mode=rw:
+SQLite never creates the file after start-up.
+
+If the file is deleted or replaced while the plugin runs, every write is refused with
+DatabaseGone, said once in the log and in revenue-status, until the plugin is restarted.
+It does not re-adopt the new file: in memory it holds what the old file said (fee states,
+running jobs, the day's budget reservations), and running on a file that says otherwise
+(an empty one, or an older copy) would decide from a history it does not have and could
+spend a budget already spent. A restart runs the checks on whatever the path then names.
 """
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from modules.db_file import (APPLICATION_ID, DatabaseGone, DatabaseRefused, FileIdentity,
+                             StorageFaults, StoreConnection, create_private_file, file_uri,
+                             inspect, make_private_dirs, narrow_modes)
 from modules.models import ChannelFlow, FlowTotals, Forward
 
 BUSY_TIMEOUT_MS = 10000
@@ -100,6 +117,14 @@ MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
     ),
 )
 
+
+
+def tables_made_by(version: int) -> set:
+    """The tables migrations 1..version create: how a file from before application_id is known."""
+    return {m.group(1) for statements in MIGRATIONS[:version] for statement in statements
+            for m in [re.match(r"\s*CREATE TABLE (\w+)", statement)] if m}
+
+
 _INSERT_FORWARD = (
     "INSERT OR IGNORE INTO forwards (in_channel, in_htlc_id, out_channel, in_msat, out_msat,"
     " fee_msat, received_time, timestamp, created_index, updated_index)"
@@ -134,43 +159,136 @@ def forward_row(fwd: Forward) -> Optional[tuple]:
 
 
 class Database:
-    def __init__(self, path: str):
+    def __init__(self, path: str, log: Optional[Callable[[str, str], None]] = None,
+                 faults: Optional[StorageFaults] = None):
         self.path = path
+        self.log = log or (lambda message, level: None)
+        self.faults = faults if faults is not None else StorageFaults.from_env()
         self._local = threading.local()
         self._connections: List[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        self._identity: Optional[FileIdentity] = None
+        self._gone: Optional[str] = None
+        self._storage_fault: Optional[str] = None
+
+    # --- the file ----------------------------------------------------------------
+    def _open_file(self) -> None:
+        """Once: checks, only reading, that the file is ours, then adopts it (caller holds _lock)."""
+        if self._gone:
+            raise DatabaseGone(self._gone)
+        make_private_dirs(os.path.dirname(os.path.abspath(self.path)))
+        created = create_private_file(self.path)
+        identity = FileIdentity(self.path)
+        try:
+            if not created:
+                inspect(self.path, len(MIGRATIONS), tables_made_by)
+            if identity.problem():
+                raise DatabaseRefused(f"it {identity.problem()} while it was being checked")
+        except BaseException:
+            identity.close()
+            raise
+        self._identity = identity
+        self._narrow_modes()
+
+    def _narrow_modes(self) -> None:
+        for failure in narrow_modes(self.path):
+            self.log(f"Database: cannot make {failure} private (mode 0600)", "warn")
+
+    def check_present(self) -> None:
+        """Raises DatabaseGone unless the path still names the file we opened (one stat)."""
+        if self._gone is None and self._identity is not None:
+            problem = self._identity.problem()
+            if problem:
+                with self._lock:
+                    if self._gone is None:
+                        self._gone = (f"the database file {self.path} {problem} while cl-revenue-ops"
+                                      " ran; writes are refused until the plugin is restarted")
+                        self.log(f"Database: {self._gone}", "warn")
+        if self._gone:
+            raise DatabaseGone(self._gone)
+
+    def problem(self) -> Optional[str]:
+        """What is wrong with the storage now, for revenue-status; None when nothing is."""
+        try:
+            self.check_present()
+        except DatabaseGone as e:
+            return str(e)
+        return self._storage_fault
+
+    def _on_storage_fault(self, conn: StoreConnection, error: sqlite3.Error) -> None:
+        with self._lock:
+            first = self._storage_fault is None
+            self._storage_fault = (f"the last write failed: {error}; each connection that hit it is"
+                                   " reopened on its next use")
+        if first:
+            self.log(f"Database: storage fault ({error}); the connection is replaced on next use", "warn")
+
+    def _stored(self) -> None:
+        if self._storage_fault is not None:
+            with self._lock:
+                was, self._storage_fault = self._storage_fault, None
+            if was:
+                self.log("Database: writes succeed again", "info")
 
     # --- connections -------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and conn.fault is not None:
+            self.release_thread()   # it hit a storage fault: a fresh one may work
+            conn = None
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                   isolation_level=None, check_same_thread=False)
+            conn = self._connect()
+        if self.faults is not None:
+            self.faults.apply(conn)
+        return conn
+
+    def _connect(self) -> StoreConnection:
+        with self._lock:
+            if self._identity is None:
+                self._open_file()
+        self.check_present()   # never open (let alone create) a file that is not ours
+        read_only = self.faults is not None and "readonly" in self.faults.active()
+        conn = sqlite3.connect(file_uri(self.path, "ro" if read_only else "rw"), uri=True,
+                               timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False, factory=StoreConnection)
+        conn.on_fault = self._on_storage_fault
+        conn.opened_in_fault = self._storage_fault is not None
+        try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             # 8 MiB (default 2): the hot index leaves of every channel stay cached while
             # hydrating; measured 11.4 -> 4.4 s of inserts for 1 M forwards.
             conn.execute("PRAGMA cache_size = -8192")
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
         return conn
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken up front so concurrent writers queue, not deadlock."""
         conn = self._conn()
+        if conn.opened_in_fault:   # SQLite may have opened it read-only: write on a fresh one
+            self.release_thread()
+            conn = self._conn()
+            conn.opened_in_fault = False
+        self.check_present()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:   # a failed COMMIT (disk full) must not leave it open
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    conn.fault = conn.fault or "rollback failed"   # replaced on next use
             raise
+        self._stored()
 
     def release_thread(self) -> None:
         """Closes the calling thread's connection (for short-lived threads)."""
@@ -190,6 +308,9 @@ class Database:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._connections.clear()
+            if self._identity is not None:   # after the connections: it would drop their locks
+                self._identity.close()
+                self._identity = None
         self._local = threading.local()
 
     # --- schema --------------------------------------------------------------
@@ -197,11 +318,22 @@ class Database:
         """Runs the migrations not yet applied; returns the schema version."""
         conn = self._conn()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):   # the header checked at open may predate the WAL
+            raise DatabaseRefused(f"its schema version {version} is newer than this cl-revenue-ops"
+                                  f" knows ({len(MIGRATIONS)})")
+        unmarked = conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID
         for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._write() as tx:
                 for statement in statements:
                     tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {number}")
+                if unmarked:
+                    tx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    unmarked = False
+        if unmarked:   # a file from before the id: ours by its tables, marked now
+            with self._write() as tx:
+                tx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        self._narrow_modes()   # the -wal and -shm exist now
         return conn.execute("PRAGMA user_version").fetchone()[0]
 
     def schema_version(self) -> int:

@@ -4,13 +4,14 @@ The plugin shell calls `open()` inside `init` (fast: options, database, migratio
 `start()`, which runs hygiene and hydration on a background thread and only then starts
 the loops, so `init` returns at once and RPC methods answer during hydration.
 """
+import sqlite3
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 from modules import __version__
 from modules.config import Config
-from modules.database import Database
+from modules.database import Database, DatabaseGone
 from modules.errors import BUSY, UserError
 from modules.fee_cycle import FeeCycle
 from modules.flow_analysis import FlowAnalyzer
@@ -47,11 +48,12 @@ class Service:
         self.startup_error: Optional[str] = None
         self._startup_thread: Optional[threading.Thread] = None
         self._stopping = threading.Event()
+        self._jobs_stood_down = False
 
     # --- start-up ------------------------------------------------------------
     def open(self) -> None:
         """Database and migrations, before any thread starts. Raises on a bad db path."""
-        self.db = Database(self.config.db_path)
+        self.db = Database(self.config.db_path, log=self.log)
         self.db.migrate()
         self.sync = ForwardSync(self.node, self.db, self.config.hydration_page_size,
                                 log=lambda m: self.log(m, "info"))
@@ -109,6 +111,7 @@ class Service:
     # --- loops ---------------------------------------------------------------
     def flow_cycle(self) -> Dict[str, Any]:
         """Catch up new forwards (the hydration path), then analyse every open channel."""
+        self.db.check_present()
         synced = self.sync.catch_up()
         channels = [c for c in self._refresh_channels() if c.is_active]
         flows = self.flow.analyze(channels, self.clock())
@@ -122,6 +125,7 @@ class Service:
                                                           key=lambda f: -f.daily_volume_msat)]}
 
     def fee_cycle(self) -> Dict[str, Any]:
+        self.db.check_present()   # a fee set must be recorded: none while the file is gone
         self.plugins = self._plugin_names() or self.plugins   # clboss may come and go (None: keep)
         channels = self._refresh_channels()
         return self.fees.run(channels, self.flow.flows, self.plugins, self.clock())
@@ -139,6 +143,11 @@ class Service:
 
     def watch_jobs(self) -> Dict[str, Any]:
         """Frequent: sling jobs are checked between passes, so none outruns its reservation."""
+        try:
+            self.db.check_present()
+        except DatabaseGone:
+            self._stand_down_jobs()
+            raise
         if not self.db.running_jobs():
             return {"running": 0, "ended": 0}
         try:
@@ -149,8 +158,25 @@ class Service:
         ended = self.rebalancer.watch(channels, self.clock())
         return {"running": len(self.db.running_jobs()), "ended": len(ended)}
 
+    def _stand_down_jobs(self) -> None:
+        """The database file is gone: no job can be watched or charged any more, so ours stop.
+
+        Our running jobs are still readable from the old file on this loop's connection; if
+        not, every sling job is stopped (start-up hygiene left only ours)."""
+        if self._jobs_stood_down or self.config.dry_run or not self.sling_loaded:
+            return
+        try:
+            scids = sorted({job["scid"] for job in self.db.running_jobs()})
+        except (DatabaseGone, sqlite3.Error):
+            scids = sorted(self.node.sling_jobs())
+        for scid in scids:
+            self.node.sling_stop(scid)
+        self._jobs_stood_down = True
+        self.log(f"Database gone: stopped {len(scids)} sling jobs; rebalancing waits for a restart", "warn")
+
     def rebalance(self, scid: Optional[str], amount_sats: Optional[int], force: bool) -> Dict[str, Any]:
         """An automatic pass (scid None) or the evaluation of one channel, on fresh channels."""
+        self.db.check_present()
         self.plugins = self._plugin_names() or self.plugins   # sling may have been started since
         if self.sling_loaded and not (self.hygiene and self.hygiene.sling_loaded):
             self.hygiene = cleanup_orphans(self.node, True, self.log, self.config.dry_run)
@@ -181,17 +207,6 @@ class Service:
 
     # --- status ----------------------------------------------------------------
     def status(self) -> Dict[str, Any]:
-        db = self.db
-        database = {"path": self.config.db_path}
-        if db is not None:
-            database.update({
-                "schema_version": db.schema_version(),
-                "forwards_rows": db.forwards_count(),
-                "file_size_bytes": db.file_size_bytes(),
-                "high_water_mark": {"created_index": db.get_mark(CREATED),
-                                    "updated_index": db.get_mark(UPDATED)},
-                "hydration": self.hydration.to_dict() if self.hydration else None,
-            })
         return {
             "version": __version__,
             "phase": self.phase,
@@ -199,15 +214,43 @@ class Service:
             "dry_run": self.config.dry_run,
             "startup_error": self.startup_error,
             "loops": self.scheduler.stats(),
-            "database": database,
+            "database": self._database_status(),
             "sling": self._sling_status(),
             "startup_hygiene": self.hygiene.to_dict() if self.hygiene else None,
-            "rebalancing": self.rebalancer.status(self.clock()) if self.rebalancer else None,
+            "rebalancing": self._rebalancing_status(),
             "fees": self.fees.last_result if self.fees else None,
             "channels": {"count": len(self.channels),
                          "active": sum(1 for c in self.channels if c.is_active),
                          "by_flow_state": self.flow.counts_by_state() if self.flow else None},
         }
+
+    def _database_status(self) -> Dict[str, Any]:
+        db = self.db
+        database: Dict[str, Any] = {"path": self.config.db_path}
+        if db is None:
+            return database
+        database["problem"] = db.problem()
+        try:
+            database.update({
+                "schema_version": db.schema_version(),
+                "forwards_rows": db.forwards_count(),
+                "high_water_mark": {"created_index": db.get_mark(CREATED),
+                                    "updated_index": db.get_mark(UPDATED)},
+            })
+        except (DatabaseGone, sqlite3.Error) as e:   # the problem above says why
+            database["problem"] = database["problem"] or f"cannot read the database: {e}"
+            database.update({"schema_version": None, "forwards_rows": None, "high_water_mark": None})
+        database["file_size_bytes"] = db.file_size_bytes()
+        database["hydration"] = self.hydration.to_dict() if self.hydration else None
+        return database
+
+    def _rebalancing_status(self) -> Optional[Dict[str, Any]]:
+        if self.rebalancer is None:
+            return None
+        try:
+            return self.rebalancer.status(self.clock())
+        except (DatabaseGone, sqlite3.Error) as e:
+            return {"error": f"cannot read the budget and jobs: {e}"}
 
     def _sling_status(self) -> Dict[str, Any]:
         if not self.sling_loaded:
