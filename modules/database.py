@@ -199,13 +199,32 @@ class Database:
         if self._gone is None and self._identity is not None:
             problem = self._identity.problem()
             if problem:
-                with self._lock:
-                    if self._gone is None:
-                        self._gone = (f"the database file {self.path} {problem} while cl-revenue-ops"
-                                      " ran; writes are refused until the plugin is restarted")
-                        self.log(f"Database: {self._gone}", "warn")
+                self._abandon(problem)
         if self._gone:
             raise DatabaseGone(self._gone)
+
+    def _abandon(self, problem: str) -> None:
+        """The path no longer names our file: stop using it, and leave the path clean.
+
+        Our last transactions are checkpointed into the old file (a file moved away is then
+        whole), and the -wal at the path is emptied, so nothing of ours is replayed into a
+        file put there. Every later use of the database raises DatabaseGone.
+        """
+        with self._lock:
+            if self._gone is not None:
+                return
+            self._gone = (f"the database file {self.path} {problem} while cl-revenue-ops ran;"
+                          " writes are refused until the plugin is restarted")
+            conn = getattr(self._local, "conn", None) or next(iter(self._connections), None)
+        self.log(f"Database: {self._gone}", "warn")
+        try:
+            busy = conn is not None and sqlite3.Connection.execute(
+                conn, "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as e:
+            busy = str(e)
+        if busy:
+            self.log(f"Database: could not empty {self.path}-wal ({busy}); remove it and "
+                     f"{self.path}-shm before anything opens a file at {self.path}", "warn")
 
     def problem(self) -> Optional[str]:
         """What is wrong with the storage now, for revenue-status; None when nothing is."""
@@ -232,6 +251,8 @@ class Database:
 
     # --- connections -------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
+        if self._gone:
+            raise DatabaseGone(self._gone)
         conn = getattr(self._local, "conn", None)
         if conn is not None and conn.fault is not None:
             self.release_thread()   # it hit a storage fault: a fresh one may work

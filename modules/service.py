@@ -159,16 +159,11 @@ class Service:
         return {"running": len(self.db.running_jobs()), "ended": len(ended)}
 
     def _stand_down_jobs(self) -> None:
-        """The database file is gone: no job can be watched or charged any more, so ours stop.
-
-        Our running jobs are still readable from the old file on this loop's connection; if
-        not, every sling job is stopped (start-up hygiene left only ours)."""
+        """The database file is gone: no job can be watched or charged any more, so they stop
+        (start-up hygiene left sling only the jobs we started)."""
         if self._jobs_stood_down or self.config.dry_run or not self.sling_loaded:
             return
-        try:
-            scids = sorted({job["scid"] for job in self.db.running_jobs()})
-        except (DatabaseGone, sqlite3.Error):
-            scids = sorted(self.node.sling_jobs())
+        scids = sorted(self.node.sling_jobs())
         for scid in scids:
             self.node.sling_stop(scid)
         self._jobs_stood_down = True

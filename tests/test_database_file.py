@@ -241,6 +241,8 @@ def test_a_deleted_file_refuses_writes_and_is_never_created_again(tmp_path):
             db.store_forwards(forwards(10, 1))
     with pytest.raises(DatabaseGone):    # an RPC thread neither reads nor creates a new file
         in_thread(db.forwards_count)
+    with pytest.raises(DatabaseGone):    # nor does a thread that had a connection
+        db.get_mark("created")
     with pytest.raises(DatabaseGone):
         in_thread(lambda: db.store_forwards(forwards(10, 1)))
     assert not os.path.exists(path)
@@ -250,22 +252,41 @@ def test_a_deleted_file_refuses_writes_and_is_never_created_again(tmp_path):
     assert not os.path.exists(path)
 
 
+def test_a_moved_file_takes_every_committed_write_with_it(tmp_path):
+    path = str(tmp_path / "revenue_ops.db")
+    db = Database(path)
+    db.migrate()
+    db.store_forwards(forwards(0, 500), {"created": 500})   # in the -wal, not yet in the file
+    moved = str(tmp_path / "elsewhere.db")
+    os.rename(path, moved)
+    with pytest.raises(DatabaseGone, match="was deleted"):
+        db.store_forwards(forwards(500, 1))
+    with pytest.raises(DatabaseGone):                # reads stop too: one file, or none
+        db.forwards_count()
+    db.close()
+    assert not os.path.exists(path)
+    with sqlite3.connect(f"file:{moved}?immutable=1", uri=True) as conn:   # the file alone, no -wal
+        assert conn.execute("SELECT COUNT(*) FROM forwards").fetchone()[0] == 500
+
+
 def test_a_replaced_file_is_detected_and_left_as_it_is(tmp_path):
     path = str(tmp_path / "revenue_ops.db")
     db = Database(path)
     db.migrate()
-    db.store_forwards(forwards(0, 10))
-    copy = str(tmp_path / "copy.db")
-    other = Database(copy)
-    other.migrate()
-    other.close()
-    shutil.copyfile(copy, str(tmp_path / "staged.db"))
-    os.replace(str(tmp_path / "staged.db"), path)    # e.g. a backup restored over it
+    db.store_forwards(forwards(0, 300))
+    backup = Database(str(tmp_path / "backup.db"))
+    backup.migrate()
+    backup.store_forwards(forwards(0, 7, channel="Z"))
+    backup.close()
+    os.replace(str(tmp_path / "backup.db"), path)    # e.g. a backup restored over it
     before = file_bytes(path)
     with pytest.raises(DatabaseGone, match="was replaced by another file"):
-        db.store_forwards(forwards(10, 1))
+        db.store_forwards(forwards(300, 1))
     with pytest.raises(DatabaseGone):
         in_thread(lambda: db.set_mark("created", 1))
-    assert file_bytes(path) == before
     assert "replaced" in db.problem()
     db.close()
+    assert file_bytes(path) == before
+    # Our -wal was left at the path; emptied, nothing of ours is replayed into the backup.
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT in_channel, COUNT(*) FROM forwards GROUP BY 1").fetchall() == [("Z", 7)]
