@@ -14,8 +14,9 @@ fault (read-only, disk full, I/O error) is replaced on its thread's next use, so
 store again once the storage is back, without a restart. Connections open with mode=rw:
 SQLite never creates the file after start-up.
 
-If the file is deleted or replaced while the plugin runs, every write is refused with
-DatabaseGone, said once in the log and in revenue-status, until the plugin is restarted.
+If the file is deleted or replaced while the plugin runs, every use of it (reads too)
+raises DatabaseGone, said once in the log and in revenue-status, until the plugin is
+restarted; its -wal is first checkpointed into the old file and emptied (see _abandon).
 It does not re-adopt the new file: in memory it holds what the old file said (fee states,
 running jobs, the day's budget reservations), and running on a file that says otherwise
 (an empty one, or an older copy) would decide from a history it does not have and could
@@ -116,7 +117,6 @@ MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
         "CREATE INDEX idx_rebalance_decisions_time ON rebalance_decisions(time)",
     ),
 )
-
 
 
 def tables_made_by(version: int) -> set:
@@ -339,7 +339,7 @@ class Database:
         """Runs the migrations not yet applied; returns the schema version."""
         conn = self._conn()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):   # the header checked at open may predate the WAL
+        if version > len(MIGRATIONS):   # a file empty at the check, its content in a -wal
             raise DatabaseRefused(f"its schema version {version} is newer than this cl-revenue-ops"
                                   f" knows ({len(MIGRATIONS)})")
         unmarked = conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID

@@ -1,6 +1,5 @@
 """The database file: whose it is, its modes, storage faults and recovery, deletion."""
 import os
-import shutil
 import sqlite3
 import stat
 import threading

@@ -1,7 +1,6 @@
 """The real plugin process and its database file: refusals at start-up, storage faults, deletion."""
 import os
 import sqlite3
-import stat
 import time
 
 import pytest
