@@ -5,17 +5,29 @@ import json
 import pytest
 
 from plugin_harness import start_plugin
+from simnode import SimNode
 
 BIG = "x" * 100_000
 
 
+def three_channels(sim):
+    sim.scids = [sim.add_channel(capacity_sats=2_000_000, local_sats=1_000_000) for _ in range(3)]
+    sim.funds_onchain_msat = 50_000_000_000
+    return sim
+
+
 @pytest.fixture
 def node(tmp_path):
-    from simnode import SimNode
     with SimNode(str(tmp_path)) as sim:
-        sim.scids = [sim.add_channel(capacity_sats=2_000_000, local_sats=1_000_000) for _ in range(3)]
-        sim.funds_onchain_msat = 50_000_000_000
-        yield sim
+        yield three_channels(sim)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One plugin for the calls that change nothing (a refused call changes nothing)."""
+    with SimNode(str(tmp_path_factory.mktemp("shared"))) as sim:
+        three_channels(sim)
+        yield start_plugin(sim)
 
 
 def raw_error(plugin, method, params):
@@ -64,8 +76,8 @@ BAD_CALLS = [
 
 @pytest.mark.parametrize("method,params,code,words", BAD_CALLS,
                          ids=[f"{m}-{json.dumps(p)[:30]}" for m, p, _, _ in BAD_CALLS])
-def test_a_wrong_call_gets_code_and_message_only_naming_the_parameter(node, method, params, code, words):
-    plugin = start_plugin(node)
+def test_a_wrong_call_gets_code_and_message_only_naming_the_parameter(shared, method, params, code, words):
+    plugin = shared
     error = raw_error(plugin, method, params)
     assert_plain(error)
     assert error["code"] == code
@@ -83,8 +95,8 @@ def test_a_wrong_call_gets_code_and_message_only_naming_the_parameter(node, meth
     ("revenue-rebalance", {"scid": "1x1x1", "amount_sats": BIG}),
     ("revenue-rebalance", {"scid": "1x1x1", "amount_sats": 10 ** 4000}),
 ])
-def test_a_huge_input_is_not_echoed_back_whole(node, method, params):
-    plugin = start_plugin(node)
+def test_a_huge_input_is_not_echoed_back_whole(shared, method, params):
+    plugin = shared
     error = raw_error(plugin, method, params)
     assert_plain(error)
     assert error["code"] == -32602
@@ -133,16 +145,15 @@ def test_a_bug_of_ours_answers_a_plain_error_and_logs_the_trace(node):
     assert plugin.call("revenue-status")["phase"] == "running"   # the plugin lives on
 
 
-def test_documented_usage_is_unchanged(node):
-    plugin = start_plugin(node)
-    usage = {m["name"]: m["usage"] for m in plugin.manifest["rpcmethods"]}
+def test_documented_usage_is_unchanged(shared):
+    usage = {m["name"]: m["usage"] for m in shared.manifest["rpcmethods"]}
     assert usage == {"revenue-status": "", "revenue-analyze": "", "revenue-fees": "[scid]",
                      "revenue-adjust-fees": "", "revenue-rebalance": "[scid] [amount_sats] [force]"}
 
 
-def test_good_calls_bind_by_position_and_by_name(node):
-    plugin = start_plugin(node)
-    scid = node.scids[1]
+def test_good_calls_bind_by_position_and_by_name(shared):
+    plugin = shared
+    scid = plugin.node.scids[1]
     by_name = plugin.call("revenue-fees", {"scid": scid})["channels"]
     by_position = plugin.call("revenue-fees", [scid])["channels"]
     assert [c["short_channel_id"] for c in by_name] == [c["short_channel_id"] for c in by_position] == [scid]
