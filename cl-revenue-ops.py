@@ -21,6 +21,12 @@ from modules.config import ConfigError, build_config, manifest_options  # noqa: 
 from modules.node import NodeAdapter, NodeError  # noqa: E402
 from modules.service import Service  # noqa: E402
 
+# pyln parses each message with json.loads and does not catch its errors; Python >= 3.11
+# (and its security backports) refuses an integer of more than 4300 digits, so one absurd
+# number in a call's params would end the plugin. Parsed, it is refused by the param checks.
+if hasattr(sys, "set_int_max_str_digits"):
+    sys.set_int_max_str_digits(0)
+
 plugin = Plugin()
 plugin.service = None
 

@@ -21,6 +21,9 @@ ECHO_CHARS = 40
 
 def clip(value: Any) -> str:
     """A value as an error message shows it: its repr, cut to a short prefix."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        # printing a huge integer in full takes time quadratic in its digits: say its size
+        return f"{'a negative' if value < 0 else 'a'} number of {value.bit_length()} bits"
     text = repr(value)
     if len(text) <= ECHO_CHARS:
         return text

@@ -103,6 +103,19 @@ def test_a_huge_input_is_not_echoed_back_whole(shared, method, params):
     assert len(error["message"]) < 300, len(error["message"])
 
 
+@pytest.mark.parametrize("method,params_text", [
+    ("revenue-fees", '{"scid": ' + "9" * 5000 + "}"),            # beyond Python's 4300-digit limit
+    ("revenue-rebalance", '["1x1x1", ' + "9" * 5000 + "]"),
+    ("revenue-rebalance", '{"scid": "1x1x1", "force": -' + "9" * 5000 + "}"),
+], ids=["scid", "amount_sats", "force"])
+def test_an_integer_of_thousands_of_digits_is_refused_and_the_plugin_lives_on(shared, method, params_text):
+    answer = shared.call_raw(method, params_text)
+    assert "error" in answer, answer
+    assert_plain(answer["error"])
+    assert answer["error"]["code"] == -32602 and len(answer["error"]["message"]) < 300
+    assert shared.alive and shared.call("revenue-status")["phase"] == "running"
+
+
 def test_refusals_of_a_valid_request_carry_no_traceback(node):
     node.set_plugin_loaded("sling", False)
     plugin = start_plugin(node)

@@ -49,3 +49,9 @@ def test_binding_names_the_stray_parameter():
         check_binding("m", ("scid",), (), {"b": 1, "a": 2})
     with pytest.raises(UserError, match=r"too many parameters: m takes at most 1 \(scid\), got 3"):
         check_binding("m", ("scid",), (1, 2), {})
+
+
+def test_a_huge_integer_is_described_not_printed():
+    assert clip(10 ** 38) == "100000000000000000000000000000000000000"
+    assert clip(2 ** 20000) == "a number of 20001 bits"
+    assert clip(-(2 ** 20000)) == "a negative number of 20001 bits"
