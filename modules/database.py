@@ -3,7 +3,8 @@
 WAL mode, one connection per thread, a busy timeout, and ordered migrations tracked in
 PRAGMA user_version that run at start-up before any thread starts (index creation
 locks writers). Forwards are keyed by Core Lightning's own (in_channel, in_htlc_id),
-so a forward seen live and again in a listforwards page is stored once.
+so a forward seen live and again in a listforwards page is stored once; where the two
+differ, the page (the node's own record) wins.
 
 Flow is also rolled up per channel and hour (flow_hourly) at insert time, so the
 per-cycle aggregation reads a few thousand rollup rows instead of millions of forwards.
@@ -145,6 +146,24 @@ _ROLLUP_IN = (
     " in_count = in_count + excluded.in_count")
 
 
+# One forward's share of the rollups, added (sign 1) or taken back (sign -1).
+_ROLLUP_ONE_OUT = (
+    "INSERT INTO flow_hourly (hour, channel, out_msat, fee_msat, out_count) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (hour, channel) DO UPDATE SET out_msat = out_msat + excluded.out_msat,"
+    " fee_msat = fee_msat + excluded.fee_msat, out_count = out_count + excluded.out_count")
+_ROLLUP_ONE_IN = (
+    "INSERT INTO flow_hourly (hour, channel, in_msat, in_count) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (hour, channel) DO UPDATE SET in_msat = in_msat + excluded.in_msat,"
+    " in_count = in_count + excluded.in_count")
+_STORED_FORWARD = (
+    "SELECT in_channel, in_htlc_id, out_channel, in_msat, out_msat, fee_msat, received_time, timestamp,"
+    " created_index, updated_index FROM forwards WHERE in_channel = ? AND in_htlc_id = ? AND rowid <= ?")
+_REPLACE_FORWARD = (
+    "UPDATE forwards SET out_channel = ?, in_msat = ?, out_msat = ?, fee_msat = ?, received_time = ?,"
+    " timestamp = ?, created_index = COALESCE(?, created_index), updated_index = COALESCE(?, updated_index)"
+    " WHERE in_channel = ? AND in_htlc_id = ?")
+
+
 def forward_row(fwd: Forward) -> Optional[tuple]:
     """The forwards row of a settled forward, or None when it cannot be keyed."""
     htlc_id = fwd.in_htlc_id
@@ -156,6 +175,21 @@ def forward_row(fwd: Forward) -> Optional[tuple]:
     resolved = fwd.resolved_time if fwd.resolved_time is not None else fwd.received_time
     return (fwd.in_channel, htlc_id, fwd.out_channel, fwd.in_msat, fwd.out_msat, fwd.fee_msat,
             fwd.received_time, int(resolved), fwd.created_index, fwd.updated_index)
+
+
+def _differs(stored: tuple, row: tuple) -> bool:
+    """Amounts, channels or times differ, or the row knows an index the stored one has not."""
+    return (stored[2:8] != row[2:8]
+            or (row[8] is not None and row[8] != stored[8])
+            or (row[9] is not None and row[9] != stored[9]))
+
+
+def _rollup_one(tx: sqlite3.Connection, row: tuple, sign: int) -> None:
+    in_channel, _, out_channel, in_msat, out_msat, fee_msat, _, timestamp = row[:8]
+    hour = timestamp // HOUR_SECONDS
+    if out_channel is not None:
+        tx.execute(_ROLLUP_ONE_OUT, (hour, out_channel, sign * out_msat, sign * fee_msat, sign))
+    tx.execute(_ROLLUP_ONE_IN, (hour, in_channel, sign * in_msat, sign))
 
 
 class Database:
@@ -361,10 +395,13 @@ class Database:
         return self._conn().execute("PRAGMA user_version").fetchone()[0]
 
     # --- forwards ------------------------------------------------------------
-    def store_forwards(self, forwards: Iterable[Forward], marks: Optional[Dict[str, int]] = None) -> int:
+    def store_forwards(self, forwards: Iterable[Forward], marks: Optional[Dict[str, int]] = None,
+                       authoritative: bool = False) -> int:
         """Stores the settled ones (idempotent) and moves marks, in one transaction.
 
-        Returns how many forwards were new. A mark only ever moves up.
+        Returns how many forwards were new. A mark only ever moves up. `authoritative`:
+        the forwards are listforwards rows, the node's own record; a stored row that
+        differs (it came from a live event) is replaced, and the rollups move with it.
         """
         rows = [row for row in (forward_row(f) for f in forwards if f.is_settled) if row]
         with self._write() as tx:
@@ -376,10 +413,23 @@ class Database:
                 if added:
                     tx.execute(_ROLLUP_OUT, (before,))
                     tx.execute(_ROLLUP_IN, (before,))
+                if authoritative and added < len(rows):   # some were stored already: do they agree?
+                    self._replace_differing(tx, rows, before)
             for name, value in (marks or {}).items():
                 tx.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name)"
                            " DO UPDATE SET value = MAX(value, excluded.value)", (name, value))
         return added
+
+    @staticmethod
+    def _replace_differing(tx: sqlite3.Connection, rows: List[tuple], before: int) -> None:
+        """Rewrites the rows stored before this call (rowid <= before) that a page contradicts."""
+        for row in rows:
+            stored = tx.execute(_STORED_FORWARD, (row[0], row[1], before)).fetchone()
+            if stored is None or not _differs(stored, row):
+                continue
+            _rollup_one(tx, stored, -1)
+            tx.execute(_REPLACE_FORWARD, row[2:] + row[:2])
+            _rollup_one(tx, row, 1)
 
     def get_mark(self, name: str) -> Optional[int]:
         row = self._conn().execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()

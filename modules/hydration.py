@@ -65,7 +65,7 @@ class ForwardSync:
             result.paginated = False
             result.pages += 1
             forwards = [parse_forward(row) for row in self.node.all_forwards()]
-            result.rows_added += self.db.store_forwards(forwards)
+            result.rows_added += self.db.store_forwards(forwards, authoritative=True)
         result.seconds = time.monotonic() - began
         return result
 
@@ -96,7 +96,8 @@ class ForwardSync:
                     pending = prefetch.submit(self.node.forwards_page, index, top + 1, self.page_size)
                 # only settled forwards are stored: the others are not even parsed
                 forwards = [parse_forward(row) for row in rows if row.get("status") == "settled"]
-                result.rows_added += self.db.store_forwards(forwards, {index: top} if top else None)
+                result.rows_added += self.db.store_forwards(forwards, {index: top} if top else None,
+                                                            authoritative=True)
                 rows = forwards = None   # let this page go before the next one is read
                 if not more:
                     return

@@ -15,10 +15,11 @@ from modules.database import Database, DatabaseGone
 from modules.errors import BUSY, UserError
 from modules.fee_cycle import FeeCycle
 from modules.flow_analysis import FlowAnalyzer
+from modules.forward_events import Rejected, check_forward_event
 from modules.hydration import CREATED, UPDATED, ForwardSync, SyncResult
 from modules.job_manager import HygieneResult, cleanup_orphans
 from modules.models import Channel
-from modules.node import NodeAdapter, NodeError, parse_forward
+from modules.node import NodeAdapter, NodeError
 from modules.rebalancer import Rebalancer
 from modules.scheduler import Loop, Scheduler
 
@@ -194,11 +195,21 @@ class Service:
         return loop.stats.last_result
 
     # --- live events -----------------------------------------------------------
-    def on_forward_event(self, payload: Dict[str, Any]) -> int:
-        """Stores a settled forward as it happens; the marks are left to the pages."""
-        if payload.get("status") != "settled" or self.db is None:
+    def on_forward_event(self, payload: Any) -> int:
+        """Stores a settled forward as it happens; the marks are left to the pages.
+
+        A malformed event is not stored: one warning names the bad field. A stored live
+        row never outranks the node's: the next listforwards page replaces it if they differ.
+        """
+        if self.db is None:
             return 0
-        return self.db.store_forwards([parse_forward(payload)])
+        forward = check_forward_event(payload)
+        if isinstance(forward, Rejected):
+            self.log(f"forward_event not stored: {forward}", "warn")
+            return 0
+        if not forward.is_settled:
+            return 0
+        return self.db.store_forwards([forward])
 
     # --- status ----------------------------------------------------------------
     def status(self) -> Dict[str, Any]:
