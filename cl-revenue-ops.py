@@ -9,6 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
+import sqlite3  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
 
@@ -19,6 +20,7 @@ from modules.errors import BUSY, INTERNAL_ERROR, UserError  # noqa: E402
 from modules.rpc_params import bool_param, check_binding, sats_param, scid_param  # noqa: E402
 from modules.config import ConfigError, build_config, manifest_options  # noqa: E402
 from modules.database import DatabaseRefused  # noqa: E402
+from modules.db_file import DatabaseGone  # noqa: E402
 from modules.node import NodeAdapter, NodeError  # noqa: E402
 from modules.service import Service  # noqa: E402
 
@@ -88,6 +90,9 @@ def answer_in_background(request, work) -> None:
             answer_error(request, e.code, e.message)
         except NodeError as e:   # the node failed us: say what it said, no bug of ours
             answer_error(request, BUSY, f"{request.method} could not finish: {e}")
+        except (DatabaseGone, sqlite3.Error) as e:   # storage, not a bug: revenue-status says more
+            answer_error(request, BUSY, f"{request.method} could not finish: the database: "
+                                        f"{type(e).__name__}: {e}")
         except Exception:  # a bug of ours: the trace to the log, a plain error to the caller
             log(f"{request.method} failed on an unexpected error:\n{traceback.format_exc()}", "broken")
             answer_error(request, INTERNAL_ERROR,
