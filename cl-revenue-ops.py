@@ -9,14 +9,26 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
+import sqlite3  # noqa: E402
 import threading  # noqa: E402
+import traceback  # noqa: E402
 
-from pyln.client import Plugin, RpcException  # noqa: E402
+from pyln.client import Plugin  # noqa: E402
+from pyln.client.plugin import RequestState  # noqa: E402
 
-from modules.errors import UserError  # noqa: E402
+from modules.errors import BUSY, INTERNAL_ERROR, UserError  # noqa: E402
+from modules.rpc_params import bool_param, check_binding, sats_param, scid_param  # noqa: E402
 from modules.config import ConfigError, build_config, manifest_options  # noqa: E402
-from modules.node import NodeAdapter  # noqa: E402
+from modules.database import DatabaseRefused  # noqa: E402
+from modules.db_file import DatabaseGone  # noqa: E402
+from modules.node import NodeAdapter, NodeError  # noqa: E402
 from modules.service import Service  # noqa: E402
+
+# pyln parses each message with json.loads and does not catch its errors; Python >= 3.11
+# (and its security backports) refuses an integer of more than 4300 digits, so one absurd
+# number in a call's params would end the plugin. Parsed, it is refused by the param checks.
+if hasattr(sys, "set_int_max_str_digits"):
+    sys.set_int_max_str_digits(0)
 
 plugin = Plugin()
 plugin.service = None
@@ -43,6 +55,10 @@ def init(options, configuration, plugin, **kwargs):
     service = Service(config, node, log)
     try:
         service.open()
+    except DatabaseRefused as e:  # not ours, or newer than this code: never run on it
+        reason = f"refusing database {config.db_path}: {e}; nothing was written to it"
+        log(f"refusing to start: {reason}", "warn")
+        return {"disable": f"cl-revenue-ops: {reason}"}
     except Exception as e:  # an unusable database: say so and step aside, lightningd runs on
         log(f"refusing to start: cannot open database {config.db_path}: {e}", "warn")
         return {"disable": f"cl-revenue-ops: cannot open database {config.db_path}: {e}"}
@@ -52,10 +68,17 @@ def init(options, configuration, plugin, **kwargs):
     return None
 
 
+# Every method also takes `*extra, **unknown`, so pyln's binding of params to the signature
+# never fails (it would answer -32600 with a traceback): check_binding answers -32602 instead.
+# The named parameters stay in the signature: pyln builds the usage lightningd shows from it.
+
 @plugin.async_method("revenue-status")
-def revenue_status(plugin, request):
+def revenue_status(plugin, request, *extra, **unknown):
     """Health: loops, database, hydration, sling, budget, channels."""
-    answer_in_background(request, plugin.service.status)
+    def work():
+        check_binding("revenue-status", (), extra, unknown)
+        return plugin.service.status()
+    answer_in_background(request, work)
 
 
 def answer_in_background(request, work) -> None:
@@ -64,58 +87,92 @@ def answer_in_background(request, work) -> None:
         try:
             request.set_result(work())
         except UserError as e:
-            request.set_exception(RpcException(e.message, e.code))
-        except Exception as e:  # report, never crash the plugin
-            request.set_exception(RpcException(f"{type(e).__name__}: {e}"))
+            answer_error(request, e.code, e.message)
+        except NodeError as e:   # the node failed us: say what it said, no bug of ours
+            answer_error(request, BUSY, f"{request.method} could not finish: {e}")
+        except (DatabaseGone, sqlite3.Error) as e:   # storage, not a bug: revenue-status says more
+            answer_error(request, BUSY, f"{request.method} could not finish: the database: "
+                                        f"{type(e).__name__}: {e}")
+        except Exception:  # a bug of ours: the trace to the log, a plain error to the caller
+            log(f"{request.method} failed on an unexpected error:\n{traceback.format_exc()}", "broken")
+            answer_error(request, INTERNAL_ERROR,
+                         f"{request.method} failed on an internal error; the plugin log has the details")
         finally:
-            plugin.service.release_thread()
+            if plugin.service is not None:
+                plugin.service.release_thread()
     threading.Thread(target=run, name="rpc", daemon=True).start()
 
 
+def answer_error(request, code: int, message: str) -> None:
+    """A JSON-RPC error of {code, message} only.
+
+    pyln's Request.set_exception adds a "traceback" field to every error it sends (26.6.6,
+    pinned); a refused request is no crash, so the error is written through the request's
+    own writer here, and the request marked failed as set_exception would."""
+    if request.state != RequestState.PENDING:
+        return
+    request._write_result({"jsonrpc": "2.0", "id": request.id,
+                           "error": {"code": code, "message": message}})
+    request.state = RequestState.FAILED
+    request.termination_tb = f"answered with error {code}"
+
+
 @plugin.async_method("revenue-analyze")
-def revenue_analyze(plugin, request):
+def revenue_analyze(plugin, request, *extra, **unknown):
     """Run the flow analysis now and return every channel's flow."""
     def work():
+        check_binding("revenue-analyze", (), extra, unknown)
         plugin.service.run_loop_now("flow")
         return plugin.service.flow_report()
     answer_in_background(request, work)
 
 
 @plugin.async_method("revenue-fees")
-def revenue_fees(plugin, request, scid=None):
+def revenue_fees(plugin, request, scid=None, *extra, **unknown):
     """Every channel's fee (or one's): the last decision with its reasons, flow state, controller state."""
-    answer_in_background(request, lambda: plugin.service.fee_report(scid))
+    def work():
+        check_binding("revenue-fees", ("scid",), extra, unknown)
+        return plugin.service.fee_report(scid_param(scid))
+    answer_in_background(request, work)
 
 
 @plugin.async_method("revenue-adjust-fees")
-def revenue_adjust_fees(plugin, request):
+def revenue_adjust_fees(plugin, request, *extra, **unknown):
     """Run the fee controller now and return its decisions (dry-run decides without setting)."""
     def work():
+        check_binding("revenue-adjust-fees", (), extra, unknown)
         cycle = plugin.service.run_loop_now("fee")
         return {"cycle": cycle, "decisions": plugin.service.fees.last_decisions}
     answer_in_background(request, work)
 
 
 @plugin.async_method("revenue-rebalance")
-def revenue_rebalance(plugin, request, scid=None, amount_sats=None, force=False):
+def revenue_rebalance(plugin, request, scid=None, amount_sats=None, force=None, *extra, **unknown):
     """Without scid: run a rebalance pass now. With scid: evaluate it and start a job if it pays
     (force skips the expected-value rule, never the budget, the reserve or the futility breaker)."""
     def work():
-        if not isinstance(force, bool):
-            raise UserError(f"force must be true or false, got {force!r}")
-        if scid is None and amount_sats is not None:
+        check_binding("revenue-rebalance", ("scid", "amount_sats", "force"), extra, unknown)
+        channel = scid_param(scid)
+        amount = sats_param(amount_sats, "amount_sats", plugin.service.config.rebalance_max_amount_sats,
+                            "revenue-ops-rebalance-max-amount-sats")
+        forced = bool_param(force, "force", False)
+        if channel is None and amount is not None:
             raise UserError("amount_sats needs a scid: the amount is for one channel")
-        if scid is None and force:
+        if channel is None and forced:
             raise UserError("force needs a scid: it skips the expected-value rule for one channel only")
         plugin.service.require_running()
-        return plugin.service.rebalance(scid, amount_sats, force)
+        return plugin.service.rebalance(channel, amount, forced)
     answer_in_background(request, work)
 
 
 @plugin.subscribe("forward_event")
-def on_forward_event(plugin, forward_event, **kwargs):
-    if plugin.service is not None:
+def on_forward_event(plugin, forward_event=None, **kwargs):
+    if plugin.service is None:
+        return
+    try:
         plugin.service.on_forward_event(forward_event)
+    except Exception:  # a bug of ours: logged with its trace, the plugin lives on
+        log(f"forward_event failed on an unexpected error:\n{traceback.format_exc()}", "broken")
 
 
 @plugin.subscribe("shutdown")

@@ -330,9 +330,10 @@ def spec_or_timed(path: str, order: List[int], scids: List[str], since: int, max
     the mean when not every channel was timed; the order is a seeded random permutation
     of volume ranks, so the mean is an unbiased estimate).
     """
-    db = Database(path)
-    conn = db._conn()
-    plan = db.explain(Database.SPEC_OR_SQL, (scids[0], scids[0], since))
+    # The variants are scratch files for measuring, not plugin databases: plain SQLite reads them.
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + Database.SPEC_OR_SQL,
+                                            (scids[0], scids[0], since))]
     per, cpu, results, ranks = [], [], {}, []
     started = time.perf_counter()
     for rank in order[:max_channels if max_channels > 0 else len(order)]:
@@ -345,7 +346,7 @@ def spec_or_timed(path: str, order: List[int], scids: List[str], since: int, max
         ranks.append(rank)
         if time.perf_counter() - started > budget_s:
             break
-    db.close()
+    conn.close()
     timed = len(per)
     extrap = timed < len(scids)
     return {"cycle_ms": statistics.mean(per) * len(scids) if extrap else sum(per),

@@ -3,18 +3,37 @@
 WAL mode, one connection per thread, a busy timeout, and ordered migrations tracked in
 PRAGMA user_version that run at start-up before any thread starts (index creation
 locks writers). Forwards are keyed by Core Lightning's own (in_channel, in_htlc_id),
-so a forward seen live and again in a listforwards page is stored once.
+so a forward seen live and again in a listforwards page is stored once; where the two
+differ, the page (the node's own record) wins.
 
 Flow is also rolled up per channel and hour (flow_hourly) at insert time, so the
 per-cycle aggregation reads a few thousand rollup rows instead of millions of forwards.
+
+The file (db_file.py): opened only after read-only checks say it is ours and not newer
+than this code; created 0600 in a directory made 0700. A connection that hit a storage
+fault (read-only, disk full, I/O error) is replaced on its thread's next use, so the loops
+store again once the storage is back, without a restart. Connections open with mode=rw:
+SQLite never creates the file after start-up.
+
+If the file is deleted or replaced while the plugin runs, every use of it (reads too)
+raises DatabaseGone, said once in the log and in revenue-status, until the plugin is
+restarted; its -wal is first checkpointed into the old file and emptied (see _abandon).
+It does not re-adopt the new file: in memory it holds what the old file said (fee states,
+running jobs, the day's budget reservations), and running on a file that says otherwise
+(an empty one, or an older copy) would decide from a history it does not have and could
+spend a budget already spent. A restart runs the checks on whatever the path then names.
 """
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from modules.db_file import (APPLICATION_ID, DatabaseGone, DatabaseRefused, FileIdentity,
+                             StorageFaults, StoreConnection, create_private_file, file_uri,
+                             inspect, make_private_dirs, narrow_modes)
 from modules.models import (LOCAL_FAILED, TEMPORARY_CHANNEL_FAILURE, ChannelFlow, FlowTotals,
                             Forward)
 
@@ -121,6 +140,13 @@ MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
     ),
 )
 
+
+def tables_made_by(version: int) -> set:
+    """The tables migrations 1..version create: how a file from before application_id is known."""
+    return {m.group(1) for statements in MIGRATIONS[:version] for statement in statements
+            for m in [re.match(r"\s*CREATE TABLE (\w+)", statement)] if m}
+
+
 _INSERT_FORWARD = (
     "INSERT OR IGNORE INTO forwards (in_channel, in_htlc_id, out_channel, in_msat, out_msat,"
     " fee_msat, received_time, timestamp, created_index, updated_index)"
@@ -168,6 +194,24 @@ def failed_row(fwd: Forward) -> Optional[tuple]:
             fwd.received_time, fwd.created_index)
 
 
+# One forward's share of the rollups, added (sign 1) or taken back (sign -1).
+_ROLLUP_ONE_OUT = (
+    "INSERT INTO flow_hourly (hour, channel, out_msat, fee_msat, out_count) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (hour, channel) DO UPDATE SET out_msat = out_msat + excluded.out_msat,"
+    " fee_msat = fee_msat + excluded.fee_msat, out_count = out_count + excluded.out_count")
+_ROLLUP_ONE_IN = (
+    "INSERT INTO flow_hourly (hour, channel, in_msat, in_count) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (hour, channel) DO UPDATE SET in_msat = in_msat + excluded.in_msat,"
+    " in_count = in_count + excluded.in_count")
+_STORED_FORWARD = (
+    "SELECT in_channel, in_htlc_id, out_channel, in_msat, out_msat, fee_msat, received_time, timestamp,"
+    " created_index, updated_index FROM forwards WHERE in_channel = ? AND in_htlc_id = ? AND rowid <= ?")
+_REPLACE_FORWARD = (
+    "UPDATE forwards SET out_channel = ?, in_msat = ?, out_msat = ?, fee_msat = ?, received_time = ?,"
+    " timestamp = ?, created_index = COALESCE(?, created_index), updated_index = COALESCE(?, updated_index)"
+    " WHERE in_channel = ? AND in_htlc_id = ?")
+
+
 def forward_row(fwd: Forward) -> Optional[tuple]:
     """The forwards row of a settled forward, or None when it cannot be keyed."""
     htlc_id = _htlc_key(fwd)
@@ -178,44 +222,173 @@ def forward_row(fwd: Forward) -> Optional[tuple]:
             fwd.received_time, int(resolved), fwd.created_index, fwd.updated_index)
 
 
+def _differs(stored: tuple, row: tuple) -> bool:
+    """Amounts, channels or times differ, or the row knows an index the stored one has not."""
+    return (stored[2:8] != row[2:8]
+            or (row[8] is not None and row[8] != stored[8])
+            or (row[9] is not None and row[9] != stored[9]))
+
+
+def _rollup_one(tx: sqlite3.Connection, row: tuple, sign: int) -> None:
+    in_channel, _, out_channel, in_msat, out_msat, fee_msat, _, timestamp = row[:8]
+    hour = timestamp // HOUR_SECONDS
+    if out_channel is not None:
+        tx.execute(_ROLLUP_ONE_OUT, (hour, out_channel, sign * out_msat, sign * fee_msat, sign))
+    tx.execute(_ROLLUP_ONE_IN, (hour, in_channel, sign * in_msat, sign))
+
+
 class Database:
-    def __init__(self, path: str):
+    def __init__(self, path: str, log: Optional[Callable[[str, str], None]] = None,
+                 faults: Optional[StorageFaults] = None):
         self.path = path
+        self.log = log or (lambda message, level: None)
+        self.faults = faults if faults is not None else StorageFaults.from_env()
         self._local = threading.local()
         self._connections: List[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        self._identity: Optional[FileIdentity] = None
+        self._gone: Optional[str] = None
+        self._storage_fault: Optional[str] = None
+
+    # --- the file ----------------------------------------------------------------
+    def _open_file(self) -> None:
+        """Once: checks, only reading, that the file is ours, then adopts it (caller holds _lock)."""
+        if self._gone:
+            raise DatabaseGone(self._gone)
+        make_private_dirs(os.path.dirname(os.path.abspath(self.path)))
+        created = create_private_file(self.path)
+        identity = FileIdentity(self.path)
+        try:
+            if not created:
+                inspect(self.path, len(MIGRATIONS), tables_made_by)
+            if identity.problem():
+                raise DatabaseRefused(f"it {identity.problem()} while it was being checked")
+        except BaseException:
+            identity.close()
+            raise
+        self._identity = identity
+        self._narrow_modes()
+
+    def _narrow_modes(self) -> None:
+        for failure in narrow_modes(self.path):
+            self.log(f"Database: cannot make {failure} private (mode 0600)", "warn")
+
+    def check_present(self) -> None:
+        """Raises DatabaseGone unless the path still names the file we opened (one stat)."""
+        if self._gone is None and self._identity is not None:
+            problem = self._identity.problem()
+            if problem:
+                self._abandon(problem)
+        if self._gone:
+            raise DatabaseGone(self._gone)
+
+    def _abandon(self, problem: str) -> None:
+        """The path no longer names our file: stop using it, and leave the path clean.
+
+        Our last transactions are checkpointed into the old file (a file moved away is then
+        whole), and the -wal at the path is emptied, so nothing of ours is replayed into a
+        file put there. Every later use of the database raises DatabaseGone.
+        """
+        with self._lock:
+            if self._gone is not None:
+                return
+            self._gone = (f"the database file {self.path} {problem} while cl-revenue-ops ran;"
+                          " writes are refused until the plugin is restarted")
+            conn = getattr(self._local, "conn", None) or next(iter(self._connections), None)
+        self.log(f"Database: {self._gone}", "warn")
+        try:
+            busy = conn is not None and sqlite3.Connection.execute(
+                conn, "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as e:
+            busy = str(e)
+        if busy:
+            self.log(f"Database: could not empty {self.path}-wal ({busy}); remove it and "
+                     f"{self.path}-shm before anything opens a file at {self.path}", "warn")
+
+    def problem(self) -> Optional[str]:
+        """What is wrong with the storage now, for revenue-status; None when nothing is."""
+        try:
+            self.check_present()
+        except DatabaseGone as e:
+            return str(e)
+        return self._storage_fault
+
+    def _on_storage_fault(self, conn: StoreConnection, error: sqlite3.Error) -> None:
+        with self._lock:
+            first = self._storage_fault is None
+            self._storage_fault = (f"the last write failed: {error}; each connection that hit it is"
+                                   " reopened on its next use")
+        if first:
+            self.log(f"Database: storage fault ({error}); the connection is replaced on next use", "warn")
+
+    def _stored(self) -> None:
+        if self._storage_fault is not None:
+            with self._lock:
+                was, self._storage_fault = self._storage_fault, None
+            if was:
+                self.log("Database: writes succeed again", "info")
 
     # --- connections -------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
+        if self._gone:
+            raise DatabaseGone(self._gone)
         conn = getattr(self._local, "conn", None)
+        if conn is not None and conn.fault is not None:
+            self.release_thread()   # it hit a storage fault: a fresh one may work
+            conn = None
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                   isolation_level=None, check_same_thread=False)
+            conn = self._connect()
+        if self.faults is not None:
+            self.faults.apply(conn)
+        return conn
+
+    def _connect(self) -> StoreConnection:
+        with self._lock:
+            if self._identity is None:
+                self._open_file()
+        self.check_present()   # never open (let alone create) a file that is not ours
+        read_only = self.faults is not None and "readonly" in self.faults.active()
+        conn = sqlite3.connect(file_uri(self.path, "ro" if read_only else "rw"), uri=True,
+                               timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False, factory=StoreConnection)
+        conn.on_fault = self._on_storage_fault
+        conn.opened_in_fault = self._storage_fault is not None
+        try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             # 8 MiB (default 2): the hot index leaves of every channel stay cached while
             # hydrating; measured 11.4 -> 4.4 s of inserts for 1 M forwards.
             conn.execute("PRAGMA cache_size = -8192")
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
         return conn
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken up front so concurrent writers queue, not deadlock."""
         conn = self._conn()
+        if conn.opened_in_fault:   # SQLite may have opened it read-only: write on a fresh one
+            self.release_thread()
+            conn = self._conn()
+            conn.opened_in_fault = False
+        self.check_present()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:   # a failed COMMIT (disk full) must not leave it open
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    conn.fault = conn.fault or "rollback failed"   # replaced on next use
             raise
+        self._stored()
 
     def release_thread(self) -> None:
         """Closes the calling thread's connection (for short-lived threads)."""
@@ -235,6 +408,9 @@ class Database:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._connections.clear()
+            if self._identity is not None:   # after the connections: it would drop their locks
+                self._identity.close()
+                self._identity = None
         self._local = threading.local()
 
     # --- schema --------------------------------------------------------------
@@ -242,23 +418,37 @@ class Database:
         """Runs the migrations not yet applied; returns the schema version."""
         conn = self._conn()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):   # a file empty at the check, its content in a -wal
+            raise DatabaseRefused(f"its schema version {version} is newer than this cl-revenue-ops"
+                                  f" knows ({len(MIGRATIONS)})")
+        unmarked = conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID
         for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._write() as tx:
                 for statement in statements:
                     tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {number}")
+                if unmarked:
+                    tx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    unmarked = False
+        if unmarked:   # a file from before the id: ours by its tables, marked now
+            with self._write() as tx:
+                tx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        self._narrow_modes()   # the -wal and -shm exist now
         return conn.execute("PRAGMA user_version").fetchone()[0]
 
     def schema_version(self) -> int:
         return self._conn().execute("PRAGMA user_version").fetchone()[0]
 
     # --- forwards ------------------------------------------------------------
-    def store_forwards(self, forwards: Iterable[Forward], marks: Optional[Dict[str, int]] = None) -> int:
+    def store_forwards(self, forwards: Iterable[Forward], marks: Optional[Dict[str, int]] = None,
+                       authoritative: bool = False) -> int:
         """Stores the settled ones and the local_failed ones (idempotent) and moves marks,
         in one transaction. A local_failed forward is kept apart: never revenue, but the
         demand a channel could not serve.
 
-        Returns how many settled forwards were new. A mark only ever moves up.
+        Returns how many settled forwards were new. A mark only ever moves up. `authoritative`:
+        the forwards are listforwards rows, the node's own record; a stored settled row that
+        differs (it came from a live event) is replaced, and the rollups move with it.
         """
         settled, failed = [], []
         for f in forwards:
@@ -277,6 +467,8 @@ class Database:
                 if added:
                     tx.execute(_ROLLUP_OUT, (before,))
                     tx.execute(_ROLLUP_IN, (before,))
+                if authoritative and added < len(rows):   # some were stored already: do they agree?
+                    self._replace_differing(tx, rows, before)
             if failed_rows:
                 before = tx.execute("SELECT COALESCE(MAX(rowid), 0) FROM failed_forwards").fetchone()[0]
                 tx.executemany(_INSERT_FAILED, failed_rows)
@@ -285,6 +477,17 @@ class Database:
                 tx.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name)"
                            " DO UPDATE SET value = MAX(value, excluded.value)", (name, value))
         return added
+
+    @staticmethod
+    def _replace_differing(tx: sqlite3.Connection, rows: List[tuple], before: int) -> None:
+        """Rewrites the rows stored before this call (rowid <= before) that a page contradicts."""
+        for row in rows:
+            stored = tx.execute(_STORED_FORWARD, (row[0], row[1], before)).fetchone()
+            if stored is None or not _differs(stored, row):
+                continue
+            _rollup_one(tx, stored, -1)
+            tx.execute(_REPLACE_FORWARD, row[2:] + row[:2])
+            _rollup_one(tx, row, 1)
 
     def get_mark(self, name: str) -> Optional[int]:
         row = self._conn().execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()

@@ -66,7 +66,7 @@ class ForwardSync:
             result.paginated = False
             result.pages += 1
             forwards = [parse_forward(row) for row in self.node.all_forwards()]
-            result.rows_added += self.db.store_forwards(forwards)
+            result.rows_added += self.db.store_forwards(forwards, authoritative=True)
         result.seconds = time.monotonic() - began
         return result
 
@@ -97,7 +97,8 @@ class ForwardSync:
                     pending = prefetch.submit(self.node.forwards_page, index, top + 1, self.page_size)
                 # only settled and local_failed forwards are stored: the others are not even parsed
                 forwards = [parse_forward(row) for row in rows if row.get("status") in STORED_STATUSES]
-                result.rows_added += self.db.store_forwards(forwards, {index: top} if top else None)
+                result.rows_added += self.db.store_forwards(forwards, {index: top} if top else None,
+                                                            authoritative=True)
                 rows = forwards = None   # let this page go before the next one is read
                 if not more:
                     return

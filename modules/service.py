@@ -4,20 +4,22 @@ The plugin shell calls `open()` inside `init` (fast: options, database, migratio
 `start()`, which runs hygiene and hydration on a background thread and only then starts
 the loops, so `init` returns at once and RPC methods answer during hydration.
 """
+import sqlite3
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 from modules import __version__
 from modules.config import Config
-from modules.database import Database
+from modules.database import Database, DatabaseGone
 from modules.errors import BUSY, UserError
 from modules.fee_cycle import FeeCycle
 from modules.flow_analysis import FlowAnalyzer
+from modules.forward_events import Rejected, check_forward_event
 from modules.hydration import CREATED, UPDATED, ForwardSync, SyncResult
 from modules.job_manager import HygieneResult, cleanup_orphans
-from modules.models import Channel
-from modules.node import NodeAdapter, NodeError, parse_forward
+from modules.models import LOCAL_FAILED, Channel
+from modules.node import NodeAdapter, NodeError
 from modules.rebalancer import Rebalancer
 from modules.scheduler import Loop, Scheduler
 
@@ -47,11 +49,12 @@ class Service:
         self.startup_error: Optional[str] = None
         self._startup_thread: Optional[threading.Thread] = None
         self._stopping = threading.Event()
+        self._jobs_stood_down = False
 
     # --- start-up ------------------------------------------------------------
     def open(self) -> None:
         """Database and migrations, before any thread starts. Raises on a bad db path."""
-        self.db = Database(self.config.db_path)
+        self.db = Database(self.config.db_path, log=self.log)
         self.db.migrate()
         self.sync = ForwardSync(self.node, self.db, self.config.hydration_page_size,
                                 log=lambda m: self.log(m, "info"))
@@ -109,6 +112,7 @@ class Service:
     # --- loops ---------------------------------------------------------------
     def flow_cycle(self) -> Dict[str, Any]:
         """Catch up new forwards (the hydration path), then analyse every open channel."""
+        self.db.check_present()
         synced = self.sync.catch_up()
         channels = [c for c in self._refresh_channels() if c.is_active]
         flows = self.flow.analyze(channels, self.clock())
@@ -122,6 +126,7 @@ class Service:
                                                           key=lambda f: -f.daily_volume_msat)]}
 
     def fee_cycle(self) -> Dict[str, Any]:
+        self.db.check_present()   # a fee set must be recorded: none while the file is gone
         self.plugins = self._plugin_names() or self.plugins   # clboss may come and go (None: keep)
         channels = self._refresh_channels()
         now = self.clock()
@@ -142,6 +147,11 @@ class Service:
 
     def watch_jobs(self) -> Dict[str, Any]:
         """Frequent: sling jobs are checked between passes, so none outruns its reservation."""
+        try:
+            self.db.check_present()
+        except DatabaseGone:
+            self._stand_down_jobs()
+            raise
         if not self.db.running_jobs():
             return {"running": 0, "ended": 0}
         try:
@@ -152,8 +162,20 @@ class Service:
         ended = self.rebalancer.watch(channels, self.clock())
         return {"running": len(self.db.running_jobs()), "ended": len(ended)}
 
+    def _stand_down_jobs(self) -> None:
+        """The database file is gone: no job can be watched or charged any more, so they stop
+        (start-up hygiene left sling only the jobs we started)."""
+        if self._jobs_stood_down or self.config.dry_run or not self.sling_loaded:
+            return
+        scids = sorted(self.node.sling_jobs())
+        for scid in scids:
+            self.node.sling_stop(scid)
+        self._jobs_stood_down = True
+        self.log(f"Database gone: stopped {len(scids)} sling jobs; rebalancing waits for a restart", "warn")
+
     def rebalance(self, scid: Optional[str], amount_sats: Optional[int], force: bool) -> Dict[str, Any]:
         """An automatic pass (scid None) or the evaluation of one channel, on fresh channels."""
+        self.db.check_present()
         self.plugins = self._plugin_names() or self.plugins   # sling may have been started since
         if self.sling_loaded and not (self.hygiene and self.hygiene.sling_loaded):
             self.hygiene = cleanup_orphans(self.node, True, self.log, self.config.dry_run)
@@ -177,25 +199,25 @@ class Service:
         return loop.stats.last_result
 
     # --- live events -----------------------------------------------------------
-    def on_forward_event(self, payload: Dict[str, Any]) -> int:
-        """Stores a settled forward as it happens; the marks are left to the pages."""
-        if payload.get("status") not in ("settled", "local_failed") or self.db is None:
+    def on_forward_event(self, payload: Any) -> int:
+        """Stores a settled or local_failed forward as it happens; the marks are left to the
+        pages.
+
+        A malformed event is not stored: one warning names the bad field. A stored live
+        row never outranks the node's: the next listforwards page replaces it if they differ.
+        """
+        if self.db is None:
             return 0
-        return self.db.store_forwards([parse_forward(payload)])
+        forward = check_forward_event(payload)
+        if isinstance(forward, Rejected):
+            self.log(f"forward_event not stored: {forward}", "warn")
+            return 0
+        if not (forward.is_settled or forward.status == LOCAL_FAILED):
+            return 0
+        return self.db.store_forwards([forward])
 
     # --- status ----------------------------------------------------------------
     def status(self) -> Dict[str, Any]:
-        db = self.db
-        database = {"path": self.config.db_path}
-        if db is not None:
-            database.update({
-                "schema_version": db.schema_version(),
-                "forwards_rows": db.forwards_count(),
-                "file_size_bytes": db.file_size_bytes(),
-                "high_water_mark": {"created_index": db.get_mark(CREATED),
-                                    "updated_index": db.get_mark(UPDATED)},
-                "hydration": self.hydration.to_dict() if self.hydration else None,
-            })
         return {
             "version": __version__,
             "phase": self.phase,
@@ -203,15 +225,43 @@ class Service:
             "dry_run": self.config.dry_run,
             "startup_error": self.startup_error,
             "loops": self.scheduler.stats(),
-            "database": database,
+            "database": self._database_status(),
             "sling": self._sling_status(),
             "startup_hygiene": self.hygiene.to_dict() if self.hygiene else None,
-            "rebalancing": self.rebalancer.status(self.clock()) if self.rebalancer else None,
+            "rebalancing": self._rebalancing_status(),
             "fees": self.fees.last_result if self.fees else None,
             "channels": {"count": len(self.channels),
                          "active": sum(1 for c in self.channels if c.is_active),
                          "by_flow_state": self.flow.counts_by_state() if self.flow else None},
         }
+
+    def _database_status(self) -> Dict[str, Any]:
+        db = self.db
+        database: Dict[str, Any] = {"path": self.config.db_path}
+        if db is None:
+            return database
+        database["problem"] = db.problem()
+        try:
+            database.update({
+                "schema_version": db.schema_version(),
+                "forwards_rows": db.forwards_count(),
+                "high_water_mark": {"created_index": db.get_mark(CREATED),
+                                    "updated_index": db.get_mark(UPDATED)},
+            })
+        except (DatabaseGone, sqlite3.Error) as e:   # the problem above says why
+            database["problem"] = database["problem"] or f"cannot read the database: {e}"
+            database.update({"schema_version": None, "forwards_rows": None, "high_water_mark": None})
+        database["file_size_bytes"] = db.file_size_bytes()
+        database["hydration"] = self.hydration.to_dict() if self.hydration else None
+        return database
+
+    def _rebalancing_status(self) -> Optional[Dict[str, Any]]:
+        if self.rebalancer is None:
+            return None
+        try:
+            return self.rebalancer.status(self.clock())
+        except (DatabaseGone, sqlite3.Error) as e:
+            return {"error": f"cannot read the budget and jobs: {e}"}
 
     def _sling_status(self) -> Dict[str, Any]:
         if not self.sling_loaded:

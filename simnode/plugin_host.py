@@ -213,6 +213,30 @@ class PluginProcess:
                                   "message": "Plugin terminated before replying to RPC call."}}
         return slot["resp"]
 
+    def call_raw(self, method, params_text, timeout=30):
+        """A request whose params are sent as the given JSON text, byte for byte (what no
+        Python value can express, e.g. an integer of 5000 digits). Returns the raw answer."""
+        rid = f"cli:{method}#{next(self._ids)}"
+        slot = {"event": threading.Event(), "resp": None}
+        with self._cond:
+            if self._exited.is_set():
+                raise SimRpcError(PLUGIN_TERMINATED, "Plugin terminated before replying to RPC call.")
+            self._pending[rid] = slot
+        head = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method})[:-1]
+        data = f'{head}, "params": {params_text}}}'.encode("utf-8") + b"\n\n"
+        with self._write_lock:
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                raise SimRpcError(PLUGIN_TERMINATED,
+                                  "Plugin terminated before replying to RPC call.") from None
+        if not slot["event"].wait(timeout):
+            with self._cond:
+                self._pending.pop(rid, None)
+            raise TimeoutError(f"{self.name}: no answer to {method} within {timeout}s")
+        return slot["resp"]
+
     def subscribes(self, topic):
         subs = (self.manifest or {}).get("subscriptions", [])
         return topic in subs or "*" in subs
