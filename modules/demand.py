@@ -21,7 +21,7 @@ had, so one odd channel cannot pin the rest.
 """
 import dataclasses
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 from modules.evidence import Evidence
 
@@ -77,7 +77,7 @@ class DemandCurve:
         return math.sqrt(var)
 
     def at_scale(self, scale_ppm: float) -> "DemandCurve":
-        """The single curve of one price scale (a Thompson draw), rate as the posterior has it."""
+        """The single curve of one price scale, its rate as the posterior has it."""
         i = min(range(len(self.scales_ppm)), key=lambda k: abs(self.scales_ppm[k] - scale_ppm))
         return dataclasses.replace(self, scales_ppm=(self.scales_ppm[i],), weights=(1.0,),
                                    log_rates_at_reference=(self.log_rates_at_reference[i],))
@@ -195,20 +195,3 @@ def estimate_all(evidence_by_key: Mapping[str, Evidence], fee_by_key: Mapping[st
     liks = {k: scale_likelihood(e, fee_by_key[k]) for k, e in evidence_by_key.items()}
     priors = node_priors(liks)
     return {k: posterior(lik, priors[k]) for k, lik in liks.items()}
-
-
-def draw_quantile(key: str, epoch: int) -> float:
-    """A stable pseudo-random quantile in [0.15, 0.85] for one channel and decision epoch:
-    the same draw until the channel's next broadcast, so learning moves the target smoothly
-    and a new draw comes only with a new fee (Thompson sampling, tempered at the tails)."""
-    h = 2166136261
-    for ch in f"{key}/{epoch}".encode():
-        h = ((h ^ ch) * 16777619) & 0xFFFFFFFF
-    return 0.15 + 0.7 * (h / 0xFFFFFFFF)
-
-
-def exploration_curve(curve: DemandCurve, quantile: Optional[float]) -> DemandCurve:
-    """The curve a decision prices on: the posterior itself, or one Thompson draw of it."""
-    if quantile is None or len(curve.scales_ppm) == 1:
-        return curve
-    return curve.at_scale(curve.quantile_scale_ppm(quantile))

@@ -21,6 +21,9 @@ PPM = 1_000_000
 # A fee derived from forwards that differs by less than this from the previous hour's is the
 # same fee (msat rounding of small forwards moves the quotient a little).
 SAME_FEE_TOLERANCE = 0.03
+# Volume entering through a channel changes with the rest of the node's fees: it is read
+# over a shorter memory than demand, so a channel's supply follows the node within a day.
+FLOW_HALF_LIFE_HOURS = 24.0
 
 # (hour, out_count, out_msat, fee_msat, unmet_count, unmet_msat, in_msat): Database.hourly_flow_since
 HourRow = Tuple[int, int, int, int, int, int, int]
@@ -148,6 +151,7 @@ def build_evidence(rows: Sequence[HourRow], fee_changes: Sequence[Tuple[float, i
     arrivals: Dict[int, float] = {}
     count = unmet = amount = 0
     inflow = outflow = 0.0
+    flow_half_life_s = FLOW_HALF_LIFE_HOURS * HOUR_SECONDS
     for hour, out_count, out_msat, _fee, unmet_count, unmet_msat, in_msat in rows:
         mid = min(max((hour + 0.5) * HOUR_SECONDS, begin), now)
         f = segments[max(0, bisect.bisect_right(edges, mid) - 1)][2]
@@ -156,15 +160,16 @@ def build_evidence(rows: Sequence[HourRow], fee_changes: Sequence[Tuple[float, i
         count += out_count + unmet_count
         unmet += unmet_count
         amount += out_msat + unmet_msat
+        w = 0.5 ** ((now - mid) / flow_half_life_s)
         inflow += w * in_msat
         outflow += w * out_msat
-    weighted_hours = sum(exposure.values())
+    flow_hours = _decayed_span(begin, now, now, flow_half_life_s)
     return Evidence(
         observations=tuple(PriceObservation(f, h, arrivals.get(f, 0.0))
                            for f, h in sorted(exposure.items()) if h > 0),
         arrivals=count, unmet=unmet, amount_msat=amount,
-        inflow_msat_per_hour=inflow / weighted_hours if weighted_hours else 0.0,
-        outflow_msat_per_hour=outflow / weighted_hours if weighted_hours else 0.0,
+        inflow_msat_per_hour=inflow / flow_hours if flow_hours else 0.0,
+        outflow_msat_per_hour=outflow / flow_hours if flow_hours else 0.0,
         hours=(now - begin) / HOUR_SECONDS)
 
 

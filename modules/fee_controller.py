@@ -7,11 +7,12 @@ Each channel (each peer: see below) goes through one visible list of stages, eac
 its fee and its reason:
 
     demand     -> the posterior of its demand curve from all its evidence, informed by the
-                  node's other channels (modules.demand); while it is uncertain, a Thompson
-                  draw (stable until the next broadcast) explores
+                  node's other channels (modules.demand)
     liquidity  -> the fee that earns the most over the horizon given what the channel can
                   supply: demand price, or liquidity price when outbound sells faster than
                   it can be refilled (modules.liquidity)
+    explore    -> while demand is uncertain, alternate the best guess with probes around it;
+                  a channel without demand tries cheaper, never higher (modules.exploration)
     congestion -> HTLC slots nearly full: priced at the ceiling
     bounds     -> [min-fee-ppm, max-fee-ppm], never below what refills cost
     gossip     -> broadcast only a change worth it, within the gossip budget
@@ -38,13 +39,16 @@ import dataclasses
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from modules import demand as demand_model
-from modules import gossip_gate, liquidity
+from modules import exploration, gossip_gate, liquidity
 from modules.demand import DemandCurve
 from modules.evidence import Evidence, merge
 from modules.gossip_gate import GossipBudget
 from modules.models import Channel, ChannelFlow
 
 A_SET, A_HOLD, A_SKIP_GOSSIP, A_SKIP_INACTIVE = "set", "hold", "skip_gossip", "skip_inactive"
+# Prices are set on the posterior mean curve (None), or on the curve of one quantile of the
+# price scale.
+PRICING_QUANTILE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +65,12 @@ class FeeState:
     """Per-channel controller state, persisted between cycles (to_dict / from_dict: JSON)."""
     fee_ppm: int                                 # fee in force on the channel
     last_broadcast_at: Optional[float] = None    # last setchannel by the controller
-    gossip_tokens: float = gossip_gate.BURST     # the gossip budget's bucket...
+    gossip_tokens: float = 1.0                   # the gossip budget's bucket...
     gossip_tokens_at: Optional[float] = None     # ... as of this time
     stock_band: Optional[int] = None             # balance band (modules.liquidity.STOCK_BANDS)
-    epoch: int = 0                               # exploration draws so far: one per fee in force
+    phase: str = exploration.EXPLOIT             # the fee in force is the best guess or a probe
+    probe_side: int = 0                          # the next probe's side: +1 above, -1 below, 0 not yet
+    fee_since: Optional[float] = None            # when the fee in force took effect
     target_fee_ppm: Optional[int] = None         # where the stages put the fee last time
 
     @property
@@ -141,12 +147,12 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     ch = view.channel
     reasons: List[str] = []
     if state is None:
-        state = FeeState(ch.fee_ppm)
+        state = FeeState(ch.fee_ppm, fee_since=now)
         reasons.append(f"new to the controller: its fee is {ch.fee_ppm} ppm")
     elif ch.fee_ppm != state.fee_ppm:
         reasons.append(f"fee changed outside the controller ({state.fee_ppm} -> {ch.fee_ppm} ppm): "
                        f"adopted; its evidence is kept")
-        state = dataclasses.replace(state, fee_ppm=ch.fee_ppm, epoch=state.epoch + 1)
+        state = dataclasses.replace(state, fee_ppm=ch.fee_ppm, fee_since=now, phase=exploration.EXPLOIT)
 
     def decision(action: str, new_fee: int, new_state: FeeState, stages: List[StageResult],
                  target: Optional[int] = None, price: Optional[liquidity.LiquidityPrice] = None) -> FeeDecision:
@@ -161,23 +167,33 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
         return decision(A_SKIP_INACTIVE, ch.fee_ppm, state,
                         [StageResult("demand", ch.fee_ppm, f"{why}: not judged")])
 
-    # 1. demand: the posterior, explored by a draw that holds until the next broadcast
-    quantile = demand_model.draw_quantile(view.key, state.epoch)
-    explored = demand_model.exploration_curve(curve, quantile)
-    stages = [StageResult("demand", ch.fee_ppm, f"{curve.describe()}; pricing on scale "
-                          f"{explored.scales_ppm[0]:.0f} ppm (draw {quantile:.2f})")]
+    # 1. demand: the posterior of its demand curve
+    sd = curve.log_scale_sd()
+    stages = [StageResult("demand", ch.fee_ppm, curve.describe())]
 
     # 2. liquidity: what the channel can supply, its balance read in bands
     band = liquidity.stock_band(ch.local_ratio, state.stock_band)
     refill = view.refill_cost_ppm
     supply = liquidity.Supply(min(liquidity.banded_stock_msat(band, ch.capacity_msat), ch.capacity_msat),
                               view.evidence.inflow_msat_per_hour, horizon_hours(config), refill)
-    grid = liquidity.fee_grid(config.min_fee_ppm, config.max_fee_ppm)
-    price = liquidity.price_liquidity(explored, supply, grid, config.fee_base_msat, view.evidence.has_demand)
+    priced = curve if PRICING_QUANTILE is None else curve.at_scale(curve.quantile_scale_ppm(PRICING_QUANTILE))
+    on_grid = liquidity.DemandOnGrid.of(priced, liquidity.fee_grid(config.min_fee_ppm, config.max_fee_ppm))
+    price = liquidity.price_liquidity(on_grid, supply, config.fee_base_msat, view.evidence.has_demand)
     stages.append(StageResult("liquidity", price.fee_ppm, price.reason))
-    fee = price.fee_ppm
 
-    # 3. congestion
+    # 3. explore while uncertain; no demand: cheaper, never higher
+    side = state.probe_side
+    if side == 0:   # the first probe: to the side the posterior expects more of
+        factor = exploration.probe_factor(sd)
+        up, down = (curve.rate_per_hour(f) * f for f in (price.fee_ppm * factor, price.fee_ppm / factor))
+        side = 1 if up >= down else -1
+    plan = exploration.next_fee(price.fee_ppm, ch.fee_ppm, state.phase, side,
+                                state.fee_since, sd, view.evidence.has_demand, view.evidence.hours,
+                                config.min_fee_ppm, config.max_fee_ppm, now)
+    stages.append(StageResult("explore", plan.fee_ppm, plan.reason))
+    fee = plan.fee_ppm
+
+    # 4. congestion
     urgent = False
     if is_congested(ch, config):
         fee, urgent = config.max_fee_ppm, True
@@ -186,7 +202,7 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     else:
         stages.append(StageResult("congestion", fee, "HTLC slots free"))
 
-    # 4. bounds, and never below what refills cost
+    # 5. bounds, and never below what refills cost
     lo, hi = config.min_fee_ppm, config.max_fee_ppm
     floor, why = lo, f"min {lo} ppm"
     if refill is not None and refill > lo:
@@ -198,15 +214,19 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     fee = bounded
     urgent = urgent or not lo <= ch.fee_ppm <= hi
 
-    # 5. gossip gate
+    # 6. gossip gate
     verdict, why = gossip_gate.gate(ch.fee_ppm, fee, state.last_broadcast_at, state.gossip_budget,
                                     urgent, config, now)
     stages.append(StageResult("gossip", fee if verdict == gossip_gate.SET else ch.fee_ppm, why))
-    kept = dataclasses.replace(state, stock_band=band, target_fee_ppm=fee)
+    kept = dataclasses.replace(state, stock_band=band, target_fee_ppm=fee,
+                               fee_since=state.fee_since if state.fee_since is not None else now)
     if verdict == gossip_gate.SET:
         budget = state.gossip_budget.spend(now)
-        new_state = dataclasses.replace(kept, fee_ppm=fee, last_broadcast_at=now, epoch=state.epoch + 1,
-                                        gossip_tokens=budget.tokens, gossip_tokens_at=budget.updated_at)
+        flip = -side if plan.phase == exploration.PROBE else state.probe_side
+        new_state = dataclasses.replace(kept, fee_ppm=fee, last_broadcast_at=now, fee_since=now,
+                                        phase=plan.phase if fee == plan.fee_ppm else exploration.EXPLOIT,
+                                        probe_side=flip, gossip_tokens=budget.tokens,
+                                        gossip_tokens_at=budget.updated_at)
         return decision(A_SET, fee, new_state, stages, fee, price)
     action = A_HOLD if verdict == gossip_gate.SAME else A_SKIP_GOSSIP
     return decision(action, ch.fee_ppm, kept, stages, fee, price)

@@ -28,7 +28,7 @@ SET, SAME, SMALL, SOON, BUDGET = "set", "same", "small", "soon", "budget"
 
 @dataclasses.dataclass(frozen=True)
 class GossipBudget:
-    tokens: float = BURST
+    tokens: float = 1.0
     updated_at: Optional[float] = None
 
     def at(self, now: float) -> float:

@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 from modules.demand import DemandCurve
 
 PPM = 1_000_000
-FEE_GRID_STEP = 1.04            # candidate fees 4% apart between the bounds
+FEE_GRID_STEP = 1.06            # candidate fees 6% apart between the bounds
 # local balance / capacity bands; a band is left only past its edge by BAND_HYSTERESIS
 STOCK_BANDS = (0.0, 0.05, 0.10, 0.20, 0.35, 0.50, 0.70, 1.0)
 BAND_HYSTERESIS = 0.025
@@ -63,63 +63,82 @@ def fee_grid(min_fee_ppm: int, max_fee_ppm: int) -> List[int]:
     return sorted(set(fees))
 
 
-def horizon_revenue_msat(curve: DemandCurve, fee_ppm: int, supply_msat: float, horizon_hours: float,
-                         base_fee_msat: int, refill_cost_ppm: Optional[int]) -> Tuple[float, float]:
+@dataclasses.dataclass(frozen=True)
+class DemandOnGrid:
+    """A demand curve evaluated once on the candidate fees (expected arrivals per hour)."""
+    fees_ppm: Tuple[int, ...]
+    rates_per_hour: Tuple[float, ...]
+    amount_msat: int
+
+    @classmethod
+    def of(cls, curve: DemandCurve, grid: Sequence[int]) -> "DemandOnGrid":
+        return cls(tuple(grid), tuple(curve.rate_per_hour(f) for f in grid), max(curve.mean_amount_msat, 1))
+
+    def rate_at(self, fee_ppm: int) -> float:
+        i = min(range(len(self.fees_ppm)), key=lambda k: abs(self.fees_ppm[k] - fee_ppm))
+        return self.rates_per_hour[i]
+
+
+def _revenue(fee_ppm: int, rate: float, amount_msat: int, supply_msat: float, horizon_hours: float,
+             base_fee_msat: int, refill_cost_ppm: Optional[int]) -> Tuple[float, float]:
     """(expected revenue over the horizon, demand V) at one fee."""
-    amount = max(curve.mean_amount_msat, 1)
-    demand = curve.rate_per_hour(fee_ppm) * amount * horizon_hours
+    demand = rate * amount_msat * horizon_hours
     sold = min(demand, supply_msat)
-    per_msat = fee_ppm / PPM + base_fee_msat / amount
+    per_msat = fee_ppm / PPM + base_fee_msat / amount_msat
     revenue = sold * per_msat
     if refill_cost_ppm is not None and demand > sold and fee_ppm > refill_cost_ppm:
         revenue += (demand - sold) * (per_msat - refill_cost_ppm / PPM)
     return revenue, demand
 
 
-def _best(curve: DemandCurve, grid: Sequence[int], supply_msat: float, horizon_hours: float,
-          base_fee_msat: int, refill_cost_ppm: Optional[int]) -> Tuple[int, float, float]:
-    best = (grid[0], -1.0, 0.0)
-    for fee in grid:
-        revenue, demand = horizon_revenue_msat(curve, fee, supply_msat, horizon_hours,
-                                               base_fee_msat, refill_cost_ppm)
+def best_fee(demand: DemandOnGrid, supply_msat: float, horizon_hours: float, base_fee_msat: int,
+             refill_cost_ppm: Optional[int] = None, lo_ppm: int = 0, hi_ppm: Optional[int] = None
+             ) -> Tuple[int, float, float]:
+    """(fee, expected revenue, demand V) of the best candidate fee within [lo, hi]."""
+    best = (demand.fees_ppm[0], -1.0, 0.0)
+    for fee, rate in zip(demand.fees_ppm, demand.rates_per_hour):
+        if fee < lo_ppm or (hi_ppm is not None and fee > hi_ppm):
+            continue
+        revenue, asked = _revenue(fee, rate, demand.amount_msat, supply_msat, horizon_hours,
+                                  base_fee_msat, refill_cost_ppm)
         if revenue > best[1] * 1.0001:   # ties go to the lower fee: more sold, same earned
-            best = (fee, revenue, demand)
+            best = (fee, revenue, asked)
     return best
 
 
-def price_liquidity(curve: DemandCurve, supply: Supply, grid: Sequence[int], base_fee_msat: int,
-                    has_demand: bool) -> LiquidityPrice:
-    demand_fee, demand_rev, _ = _best(curve, grid, math.inf, supply.horizon_hours, base_fee_msat, None)
-    if not has_demand:
-        return LiquidityPrice(demand_fee, demand_fee, False, 0.0, supply.over_horizon_msat, demand_rev,
-                              f"no arrivals in the evidence: priced by demand alone at {demand_fee} ppm, "
-                              f"never raised for scarcity")
+def price_liquidity(demand: DemandOnGrid, supply: Supply, base_fee_msat: int, has_demand: bool
+                    ) -> LiquidityPrice:
+    demand_fee, demand_rev, _ = best_fee(demand, math.inf, supply.horizon_hours, base_fee_msat)
     s = supply.over_horizon_msat
-    fee, revenue, demand = _best(curve, grid, s, supply.horizon_hours, base_fee_msat,
-                                 supply.refill_cost_ppm)
+    if not has_demand:
+        return LiquidityPrice(demand_fee, demand_fee, False, 0.0, s, demand_rev,
+                              f"no arrivals in the evidence: priced by demand alone, never raised "
+                              f"for scarcity")
+    fee, revenue, asked_at_fee = best_fee(demand, s, supply.horizon_hours, base_fee_msat,
+                                          supply.refill_cost_ppm)
     days = supply.horizon_hours / 24
-    asked = curve.rate_per_hour(demand_fee) * max(curve.mean_amount_msat, 1) * supply.horizon_hours
+    asked = demand.rate_at(demand_fee) * demand.amount_msat * supply.horizon_hours
     scarce = fee > demand_fee
     if scarce:
         refill = (f", refills at ~{supply.refill_cost_ppm} ppm" if supply.refill_cost_ppm is not None
                   else ", no refill price known")
         reason = (f"liquidity price {fee} ppm (demand alone {demand_fee}): at {demand_fee} ppm it would be "
                   f"asked {asked / 1e6:,.0f} k sat in {days:g} days, it can supply {s / 1e6:,.0f} k sat "
-                  f"(local {supply.stock_msat / 1e6:,.0f} k + inflow {supply.inflow_msat_per_hour * 24 / 1e6:,.0f} k/day)"
-                  f"{refill}")
+                  f"(local {supply.stock_msat / 1e6:,.0f} k + inflow "
+                  f"{supply.inflow_msat_per_hour * 24 / 1e6:,.0f} k/day){refill}")
     else:
         reason = (f"demand price {fee} ppm: asked {asked / 1e6:,.0f} k sat in {days:g} days, "
                   f"supply {s / 1e6:,.0f} k sat: liquidity to spare")
-    return LiquidityPrice(fee, demand_fee, scarce, demand, s, revenue, reason)
+    return LiquidityPrice(fee, demand_fee, scarce, asked_at_fee, s, revenue, reason)
 
 
-def refill_value_msat(curve: DemandCurve, supply: Supply, amount_msat: int, grid: Sequence[int],
-                      base_fee_msat: int) -> Tuple[float, int]:
+def refill_value_msat(demand: DemandOnGrid, supply: Supply, amount_msat: int, base_fee_msat: int
+                      ) -> Tuple[float, int]:
     """(what `amount_msat` more local balance earns over the horizon, the fee it sells at):
     the channel's best revenue with the refill, less without; no further refills assumed."""
-    _, without, _ = _best(curve, grid, supply.over_horizon_msat, supply.horizon_hours, base_fee_msat, None)
-    fee, with_refill, _ = _best(curve, grid, supply.over_horizon_msat + amount_msat, supply.horizon_hours,
-                                base_fee_msat, None)
+    _, without, _ = best_fee(demand, supply.over_horizon_msat, supply.horizon_hours, base_fee_msat)
+    fee, with_refill, _ = best_fee(demand, supply.over_horizon_msat + amount_msat, supply.horizon_hours,
+                                   base_fee_msat)
     return max(0.0, with_refill - without), fee
 
 

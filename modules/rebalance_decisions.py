@@ -108,11 +108,10 @@ class DemandOutlook:
         """(revenue msat the refill adds over the horizon, fee ppm it sells at, msat it sells)."""
         if not self.has_demand or amount_msat <= 0:
             return 0, 0, 0
-        median = self.curve.at_scale(self.curve.quantile_scale_ppm(0.5))
+        on_grid = liquidity.DemandOnGrid.of(self.curve, liquidity.fee_grid(config.min_fee_ppm, config.max_fee_ppm))
         supply = liquidity.Supply(max(0, local_msat), self.inflow_msat_per_hour,
                                   config.rebalance_horizon_days * 24)
-        grid = liquidity.fee_grid(config.min_fee_ppm, config.max_fee_ppm)
-        value, fee = liquidity.refill_value_msat(median, supply, amount_msat, grid, config.fee_base_msat)
+        value, fee = liquidity.refill_value_msat(on_grid, supply, amount_msat, config.fee_base_msat)
         sold = min(amount_msat, int(value * PPM // fee)) if fee > 0 else 0
         return int(value), fee, sold
 
