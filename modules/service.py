@@ -15,11 +15,12 @@ from modules.errors import BUSY, UserError
 from modules.fee_cycle import FeeCycle
 from modules.flow_analysis import FlowAnalyzer
 from modules.hydration import CREATED, UPDATED, ForwardSync, SyncResult
-from modules.job_manager import HygieneResult, cleanup_orphans
+from modules.job_manager import HygieneResult
 from modules.models import Channel
 from modules.node import NodeAdapter, NodeError, parse_forward
 from modules.rebalancer import Rebalancer
 from modules.scheduler import Loop, Scheduler
+from modules.sling_link import SlingLink
 
 Log = Callable[[str, str], None]
 
@@ -40,7 +41,7 @@ class Service:
         self.rebalancer: Optional[Rebalancer] = None
         self.fees: Optional[FeeCycle] = None
         self.scheduler = Scheduler()
-        self.hygiene: Optional[HygieneResult] = None
+        self.sling: Optional[SlingLink] = None
         self.hydration: Optional[SyncResult] = None
         self.plugins: List[str] = []
         self.channels: List[Channel] = []
@@ -57,6 +58,7 @@ class Service:
                                 log=lambda m: self.log(m, "info"))
         self.flow = FlowAnalyzer(self.db, self.config)
         self.rebalancer = Rebalancer(self.node, self.db, self.config, self.log)
+        self.sling = SlingLink(self.node, self.db, self.rebalancer, self.config, self.log, self.clock)
         self.fees = FeeCycle(self.node, self.db, self.config, self.log)
         jitter = self.config.loop_jitter_percent / 100
         for name, cycle, interval in (
@@ -72,11 +74,10 @@ class Service:
 
     def _startup(self) -> None:
         try:
-            self.plugins = self._plugin_names() or []
-            self.hygiene = cleanup_orphans(self.node, self.sling_loaded, self.log, self.config.dry_run)
-            leftover = self.rebalancer.jobs.stop_all("still open when the plugin restarted", self.clock())
-            if leftover:
-                self.log(f"Reconciled {leftover} rebalance jobs left open by an earlier run", "info")
+            plugins = self._plugin_names()
+            self.plugins = plugins or []
+            # Hygiene, jobs left open, the ledger: before any pass (again whenever sling returns).
+            self.sling.refresh(plugins)
             self.phase = HYDRATING
             self.log("Hydration: reading forwarding history from the node", "info")
             self.hydration = self.sync.catch_up()
@@ -100,7 +101,11 @@ class Service:
 
     @property
     def sling_loaded(self) -> bool:
-        return "sling" in self.plugins
+        return self.sling is not None and self.sling.loaded
+
+    @property
+    def hygiene(self) -> Optional[HygieneResult]:
+        return self.sling.hygiene if self.sling else None
 
     def _refresh_channels(self) -> List[Channel]:
         self.channels = self.node.list_channels()
@@ -138,9 +143,15 @@ class Service:
                 "started": len(result.get("started", [])), "ended": len(result["ended"])}
 
     def watch_jobs(self) -> Dict[str, Any]:
-        """Frequent: sling jobs are checked between passes, so none outruns its reservation."""
-        if not self.db.running_jobs():
-            return {"running": 0, "ended": 0}
+        """Frequent: notices sling arriving (or coming back) and does its arrival duties at
+        once; checks our sling jobs between passes (their cost, their end)."""
+        plugins = self._plugin_names()   # one cheap call
+        if plugins is not None:
+            self.plugins = plugins
+        self.sling.refresh(plugins)
+        if not self.sling.loaded or not self.db.running_jobs():
+            # without sling its jobs are gone with it; they are reconciled when it returns
+            return {"running": len(self.db.running_jobs()), "ended": 0}
         try:
             channels = self._refresh_channels()
         except NodeError as e:
@@ -151,12 +162,14 @@ class Service:
 
     def rebalance(self, scid: Optional[str], amount_sats: Optional[int], force: bool) -> Dict[str, Any]:
         """An automatic pass (scid None) or the evaluation of one channel, on fresh channels."""
-        self.plugins = self._plugin_names() or self.plugins   # sling may have been started since
-        if self.sling_loaded and not (self.hygiene and self.hygiene.sling_loaded):
-            self.hygiene = cleanup_orphans(self.node, True, self.log, self.config.dry_run)
+        plugins = self._plugin_names()   # sling may have been started (or stopped) since
+        if plugins is not None:
+            self.plugins = plugins
+        ready = self.sling.refresh(plugins)
         channels = self._refresh_channels()
-        return self.rebalancer.run_pass(channels, self.flow.flows, self.sling_loaded, self.clock(),
-                                        scid=scid, amount_sats=amount_sats, force=force)
+        return self.rebalancer.run_pass(channels, self.flow.flows, ready, self.clock(),
+                                        scid=scid, amount_sats=amount_sats, force=force,
+                                        sling_problem=self.sling.refusal)
 
     def require_running(self) -> None:
         if self.phase != RUNNING:
@@ -200,7 +213,7 @@ class Service:
             "startup_error": self.startup_error,
             "loops": self.scheduler.stats(),
             "database": database,
-            "sling": self._sling_status(),
+            "sling": self.sling.status() if self.sling else {"loaded": False},
             "startup_hygiene": self.hygiene.to_dict() if self.hygiene else None,
             "rebalancing": self.rebalancer.status(self.clock()) if self.rebalancer else None,
             "fees": self.fees.last_result if self.fees else None,
@@ -208,15 +221,6 @@ class Service:
                          "active": sum(1 for c in self.channels if c.is_active),
                          "by_flow_state": self.flow.counts_by_state() if self.flow else None},
         }
-
-    def _sling_status(self) -> Dict[str, Any]:
-        if not self.sling_loaded:
-            return {"loaded": False, "jobs": 0, "rebalancing": "disabled: sling plugin not loaded"}
-        try:
-            jobs = len(self.node.sling_jobs())
-        except NodeError as e:
-            return {"loaded": True, "jobs": None, "error": str(e)}
-        return {"loaded": True, "jobs": jobs, "rebalancing": "enabled"}
 
     # --- shutdown --------------------------------------------------------------
     def stop(self) -> None:
