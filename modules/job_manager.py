@@ -26,7 +26,7 @@ import dataclasses
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from modules.models import Channel
-from modules.node import SLING_ERROR, SLING_IDLE_STATES, NodeAdapter, NodeError, SlingTotals
+from modules.node import SLING_IDLE_STATES, NodeAdapter, NodeError, SlingTotals
 
 Log = Callable[[str, str], None]
 BLIND_CHECKS = 4        # checks in a row a job's cost may stay unknown before it is charged in full
@@ -125,6 +125,9 @@ class JobManager:
         self.ending: Dict[int, Tuple[str, str]] = {}   # job id -> (status, reason) decided, not settled
         self._unsettled: Dict[int, int] = {}           # job id -> checks in a row its cost stayed unknown
         self._absent: Dict[int, int] = {}              # job id -> checks in a row sling did not list it
+        # sling-once got no answer: it may start whenever lightningd hands it to sling.
+        # Until sling lists the job, it is charged in full if it ends.
+        self._unconfirmed: set = set()
 
     def start(self, plan: JobPlan, now: float) -> int:
         """Reserves the worst-case fee, then hands sling the one-time job."""
@@ -145,10 +148,13 @@ class JobManager:
                 # sling (or lightningd) refused it before starting anything: nothing spent.
                 self.db.end_job(job_id, "failed", f"sling refused the job: {e.message}", 0, 0, 0, now)
             else:
-                # No answer: it may have started. Its reservation stays until the watch has
-                # stopped it and read what it cost.
+                # No answer: the request may still reach sling, now or later. The job stays
+                # open with its reservation; watched like any other once sling lists it, and
+                # charged in full if it ends before that (a late start is then covered).
                 self.db.mark_job_running(job_id)
-                self.ending[job_id] = ("failed", f"sling-once did not answer ({e.message})")
+                self._unconfirmed.add(job_id)
+                self.log(f"Rebalance job {job_id}: sling-once did not answer ({e.message}); its"
+                         f" reservation holds until sling shows the job", "warn")
             raise
         self.db.mark_job_running(job_id)
         self.log(f"Rebalance job {job_id}: pulling {plan.once_total_sats()} sat into {plan.scid}"
@@ -214,6 +220,8 @@ class JobManager:
         job_id, scid = job["id"], job["scid"]
         channel = channels.get(scid) if channels is not None else UNKNOWN
         listed = None if tasks is None else tasks.get(scid)
+        if listed is not None:
+            self._unconfirmed.discard(job_id)
         self._absent[job_id] = self._absent.get(job_id, 0) + 1 if tasks is not None and listed is None else 0
         vanished = self._absent[job_id] >= ABSENT_CHECKS
         try:
@@ -277,6 +285,9 @@ class JobManager:
 
     def _finish(self, job: Dict[str, Any], progress: SlingTotals, status: str, reason: str,
                 now: float) -> Dict[str, Any]:
+        if job["id"] in self._unconfirmed:
+            progress = dataclasses.replace(progress, reliable=False)
+            reason += "; sling never showed the job sling-once did not answer for: it may yet start"
         charged = charge_msat(job, progress)
         if not progress.reliable:
             reason += "; charged the full reservation"
@@ -286,6 +297,7 @@ class JobManager:
                         progress.failures, now, charged_msat=charged)
         for table in (self.ending, self._unsettled, self._absent):
             table.pop(job["id"], None)
+        self._unconfirmed.discard(job["id"])
         if progress.moved_msat == 0 and status in ("timeout", "stopped_failing"):
             # Each failed attempt counts toward the futility breaker; a silent job counts once.
             attempts = max(1, progress.failures)

@@ -168,6 +168,9 @@ class Rebalancer:
                 self.log(f"rebalance of {d.short_channel_id} skipped: {e}", "info")
                 continue
             except NodeError as e:
+                if manual and e.code is None:
+                    raise UserError(f"sling did not answer ({e.message}); the job is watched and its"
+                                    f" reservation held", REBALANCE_REFUSED)
                 if manual:
                     raise UserError(f"sling refused the job: {e.message}", REBALANCE_REFUSED)
                 self.log(f"rebalance of {d.short_channel_id} not started: {e}", "warn")

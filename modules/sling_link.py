@@ -69,6 +69,7 @@ class SlingLink:
 
     def _arrive(self) -> bool:
         self.arrivals += 1
+        self.problem = "just found: start-up hygiene and the budget ledger check under way"
         with self.rebalancer.exclusive():    # no job starts before this is done
             self.hygiene = cleanup_orphans(self.node, True, self.log, self.config.dry_run)
             if self.hygiene.error:

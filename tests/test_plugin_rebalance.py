@@ -304,17 +304,6 @@ def test_a_sling_job_deleted_behind_our_back_is_ended_and_charged_in_full(node):
     assert status == "vanished" and spent == reserved
 
 
-def test_unreadable_sling_stats_stop_the_job_and_charge_its_reservation(node):
-    plugin = ready(node, **{"revenue-ops-rebalance-watch-interval-seconds": 2})
-    d = node.ids["D"]
-    plugin.call("revenue-rebalance", {"scid": d})
-    node.fault("sling-stats", "error", code=-32700, message="stats unavailable")
-    assert wait_until(lambda: job_rows(node)[0][0] != "running")
-    status, moved, fee, reserved, spent = job_rows(node)[0]
-    assert status == "blind" and spent == reserved
-    assert node.calls_of("sling-stop")[-1] in ({"scid": d}, [d])
-
-
 def test_dry_run_leaves_the_operators_sling_jobs_alone(tmp_path):
     with SimNode(str(tmp_path)) as sim:
         sim.ids = build_market(sim)
