@@ -100,10 +100,6 @@ class Service:
             return None
 
     @property
-    def sling_loaded(self) -> bool:
-        return self.sling is not None and self.sling.loaded
-
-    @property
     def hygiene(self) -> Optional[HygieneResult]:
         return self.sling.hygiene if self.sling else None
 
