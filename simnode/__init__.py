@@ -171,7 +171,8 @@ class SimNode:
     # ---- faults and call log ----------------------------------------------------
     def fault(self, method, kind, **kw):
         """kind "error" (code=-1, message, data), "hang" (seconds), "old_shapes".
-        Optional times=N: the fault applies to the next N calls only."""
+        Optional times=N: the fault applies to the next N calls only; when=predicate:
+        only to calls whose params (list, dict or None) it returns true for."""
         self.state.set_fault(method, kind, **kw)
 
     def clear_faults(self, method=None):

@@ -170,10 +170,13 @@ class NodeState:
             else:
                 self._faults.pop(method, None)
 
-    def take_fault(self, method):
-        """The fault for this call, if any; a fault with times=N clears itself after N uses."""
+    def take_fault(self, method, params=None):
+        """The fault for this call, if any; a fault with times=N clears itself after N uses;
+        one with when=predicate applies only to calls whose params it accepts."""
         with self.lock:
             fault = self._faults.get(method)
+            if fault and "when" in fault and not fault["when"](params):
+                return None
             if fault and "times" in fault:
                 fault["times"] -= 1
                 if fault["times"] <= 0:
