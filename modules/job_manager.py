@@ -5,7 +5,7 @@ is reconciled to the fee actually paid when it ends, so the daily budget holds e
 when an automatic pass and a manual `revenue-rebalance` run at the same time.
 """
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from modules.models import Channel
 from modules.node import NodeAdapter, NodeError, SlingTotals
@@ -90,6 +90,14 @@ class JobManager:
         self.config = config
         self.log = log
         self.budget_fits = budget_fits
+        # Channels where a sling call failed or timed out (scid -> when): sling may still hold
+        # a job there that no longer has a reservation (a failed stop or delete, or a timed-out
+        # sling-job that lands late). Each watch removes such a job until none shows up.
+        self.loose: Dict[str, float] = {}
+
+    @property
+    def has_loose_jobs(self) -> bool:
+        return bool(self.loose)
 
     def start(self, plan: JobPlan, now: float) -> int:
         """Reserves the worst-case fee, then creates and starts the sling job."""
@@ -107,7 +115,8 @@ class JobManager:
                                        plan.candidates, plan.sling_target(), plan.source_floor_sats())
             self.node.sling_go(plan.scid)
         except NodeError as e:
-            self._forget_sling_job(plan.scid)
+            self.loose[plan.scid] = now   # a timed-out call may still create or start the job
+            self._forget_sling_job(plan.scid, now)
             # sling-go may have started before failing: charge what it may have spent.
             self.db.end_job(job_id, "failed", f"sling refused the job: {e.message}", 0,
                             0 if e.method == "sling-job" else plan.reserve_msat, 0, now)
@@ -125,7 +134,7 @@ class JobManager:
         ended = []
         jobs = self.db.running_jobs()
         try:
-            in_sling = set(self.node.sling_jobs()) if jobs else set()
+            in_sling = set(self.node.sling_jobs()) if jobs or self.loose else set()
         except NodeError:
             in_sling = None   # unknown: the stats below still guard each job
         for job in jobs:
@@ -154,7 +163,25 @@ class JobManager:
                                             progress.failures)
                 continue
             ended.append(self._finish(job, progress, verdict[0], verdict[1], now))
+        if in_sling is not None:
+            self._remove_loose_jobs(in_sling, now)
         return ended
+
+    def _remove_loose_jobs(self, in_sling: Set[str], now: float) -> None:
+        """Removes sling jobs the plugin no longer runs, on channels where a sling call failed:
+        left running they would spend outside the budget. A channel is let go once sling has
+        shown no job there for longer than two RPC timeouts (a late sling-job has landed)."""
+        running = {job["scid"] for job in self.db.running_jobs()}
+        for scid, since in list(self.loose.items()):
+            if scid in running:
+                continue
+            if scid in in_sling:
+                self.log(f"sling still runs a job on {scid} that the plugin ended or never started;"
+                         " removing it", "warn")
+                self.loose[scid] = now
+                self._forget_sling_job(scid, now)
+            elif now - since > 2 * self.config.rpc_timeout_seconds:
+                del self.loose[scid]
 
     def stop_all(self, reason: str, now: float) -> int:
         """Stops every job we started (shutdown, or jobs left by a crash found at start-up):
@@ -166,6 +193,8 @@ class JobManager:
             except NodeError:   # unknown spend: charge the whole reservation
                 progress = SlingTotals(job["moved_msat"], job["reserved_msat"], 0, job["failures"])
             self._finish(job, progress, "stopped", reason, now)
+        for scid in list(self.loose):
+            self._forget_sling_job(scid, now)
         return len(jobs)
 
     def _progress(self, job: Dict[str, Any]) -> SlingTotals:
@@ -184,7 +213,7 @@ class JobManager:
 
     def _finish(self, job: Dict[str, Any], progress: SlingTotals, status: str, reason: str,
                 now: float) -> Dict[str, Any]:
-        self._forget_sling_job(job["scid"])
+        self._forget_sling_job(job["scid"], now)
         self.db.end_job(job["id"], status, reason, progress.moved_msat, progress.fee_paid_msat,
                         progress.failures, now)
         if progress.moved_msat == 0 and status in ("timeout", "stopped_failing"):
@@ -200,11 +229,12 @@ class JobManager:
         return {"job_id": job["id"], "scid": job["scid"], "status": status, "reason": reason,
                 "moved_sats": progress.moved_msat // 1000, "fee_paid_sats": progress.fee_paid_msat // 1000}
 
-    def _forget_sling_job(self, scid: str) -> None:
+    def _forget_sling_job(self, scid: str, now: float) -> None:
         for step in (self.node.sling_stop, self.node.sling_delete_job):
             try:
                 step(scid)
             except NodeError as e:
+                self.loose[scid] = now   # the next watch tries again
                 self.log(f"sling: {e}", "debug")
 
 

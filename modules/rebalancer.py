@@ -46,7 +46,7 @@ class Rebalancer:
     def watch(self, channels: Optional[List[Channel]], now: float) -> List[Dict[str, Any]]:
         """The frequent check of running jobs (amount, budget, timeout, channel closed)."""
         with self._pass_lock:
-            if self.closed or not self.db.running_jobs():
+            if self.closed or not (self.db.running_jobs() or self.jobs.has_loose_jobs):
                 return []
             by_scid = None if channels is None else {c.short_channel_id: c for c in channels}
             return self.jobs.watch(by_scid, now)

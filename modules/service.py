@@ -139,7 +139,7 @@ class Service:
 
     def watch_jobs(self) -> Dict[str, Any]:
         """Frequent: sling jobs are checked between passes, so none outruns its reservation."""
-        if not self.db.running_jobs():
+        if not (self.db.running_jobs() or self.rebalancer.jobs.has_loose_jobs):
             return {"running": 0, "ended": 0}
         try:
             channels = self._refresh_channels()

@@ -307,6 +307,33 @@ def test_unreadable_sling_stats_stop_the_job_and_charge_its_reservation(node):
     assert node.calls_of("sling-stop")[-1] in ({"scid": d}, [d])
 
 
+def test_a_job_sling_would_not_stop_is_removed_at_the_next_watch(node):
+    plugin = ready(node, **{"revenue-ops-rebalance-watch-interval-seconds": 2})
+    d = node.ids["D"]
+    plugin.call("revenue-rebalance", {"scid": d})
+    node.fault("sling-stop", "error", code=-32700, message="busy", times=1)
+    node.fault("sling-deletejob", "error", code=-32700, message="busy", times=1)
+    node.fault("sling-stats", "error", code=-32700, message="stats unavailable", times=1)
+    assert wait_until(lambda: job_rows(node)[0][0] != "running")   # ended blind, charged in full
+    assert job_rows(node)[0][0] == "blind"
+    # sling kept the job: with no reservation behind it, it must not go on paying
+    assert wait_until(lambda: d not in sling_jobs(node))
+    plugin.wait_for_log(f"sling still runs a job on {d} that the plugin ended or never started")
+
+
+def test_a_sling_job_created_after_its_call_timed_out_is_removed(node):
+    plugin = ready(node, **{"revenue-ops-rebalance-watch-interval-seconds": 2,
+                            "revenue-ops-rpc-timeout-seconds": 1})
+    d = node.ids["D"]
+    node.fault("sling-job", "hang", seconds=1.5, times=1)   # sling creates it after we gave up
+    with pytest.raises(SimRpcError, match="no answer within 1 s"):
+        plugin.call("revenue-rebalance", {"scid": d})
+    assert job_rows(node)[0][0] == "failed"
+    plugin.wait_for_log(f"sling still runs a job on {d} that the plugin ended or never started")
+    assert wait_until(lambda: d not in sling_jobs(node))
+    assert node.sling.state_of(d) == ["NotStarted"] and job_rows(node)[0][0] == "failed"
+
+
 def test_dry_run_leaves_the_operators_sling_jobs_alone(tmp_path):
     with SimNode(str(tmp_path)) as sim:
         sim.ids = build_market(sim)
