@@ -60,6 +60,16 @@ def routing_node(node_factory, l2_options):
     return l1, l2, l3, l4, scids
 
 
+def reconnect(node, peers):
+    """After a restart: the peers connect again at once (not on their back-off) and every
+    channel is usable from both ends before the next payment."""
+    for peer in peers:
+        peer.rpc.connect(node.info["id"], "localhost", node.port)
+    for a, b in [(node, p) for p in peers] + [(p, node) for p in peers]:
+        wait_for(lambda: all(c["peer_connected"] and a.is_local_channel_active(c["short_channel_id"])
+                             for c in a.rpc.listpeerchannels(b.info["id"])["channels"]))
+
+
 def pay(payer, payee, amount_msat, label):
     invoice = payee.rpc.invoice(amount_msat, label, "through l2")["bolt11"]
     return payer.rpc.pay(invoice)
@@ -137,8 +147,7 @@ def test_a_routing_node_stores_forwards_sets_fees_restarts_and_reloads(node_fact
     after_restart = wait_running(l2)
     assert after_restart["database"]["hydration"]["rows_added"] == 0
     assert after_restart["database"]["forwards_rows"] == forwarded
-    wait_for(lambda: all(l2.is_local_channel_active(s) for s in scids.values()))
-    wait_for(lambda: all(l1.is_channel_active(s) for s in scids.values()))
+    reconnect(l2, [l1, l3, l4])
     pay(l1, l4, 30_000_000, "after-restart")
     forwarded = len(settled_forwards(l2))
     wait_for(lambda: status(l2)["database"]["forwards_rows"] == forwarded)
