@@ -7,6 +7,7 @@ one re-entrant lock because the RPC server answers from many threads.
 """
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -76,6 +77,7 @@ class NodeState:
         self.loaded = set()         # fake plugins: "sling", "clboss"
         self.clboss_unmanaged = {}  # nodeid -> tags string
         self._faults = {}
+        self.faults_injected = {}   # (method, kind) -> count of faults actually applied
         self._calls = []
         self._seq = 0
 
@@ -158,8 +160,16 @@ class NodeState:
 
     # ---- faults and call log -------------------------------------------
     def set_fault(self, method, kind, **kw):
-        if kind not in ("error", "hang", "old_shapes"):
+        """kind "random" draws each call: an error with probability error_rate, else a
+        hang of `seconds` (a number or a (low, high) range) with probability hang_rate,
+        else a normal answer; seed makes the draws repeatable."""
+        if kind not in ("error", "hang", "old_shapes", "random"):
             raise ValueError(f"unknown fault kind {kind}")
+        if kind == "random":
+            rates = (kw.get("error_rate", 0.0), kw.get("hang_rate", 0.0))
+            if min(rates) < 0 or sum(rates) > 1:
+                raise ValueError("error_rate and hang_rate must be >= 0 and add up to at most 1")
+            kw["rng"] = random.Random(kw.pop("seed", None))
         with self.lock:
             self._faults[method] = dict(kw, kind=kind)
 
@@ -172,7 +182,8 @@ class NodeState:
 
     def take_fault(self, method, params=None):
         """The fault for this call, if any; a fault with times=N clears itself after N uses;
-        one with when=predicate applies only to calls whose params it accepts."""
+        one with when=predicate applies only to calls whose params it accepts. A random
+        fault is resolved here into an error, a hang or nothing."""
         with self.lock:
             fault = self._faults.get(method)
             if fault and "when" in fault and not fault["when"](params):
@@ -181,7 +192,26 @@ class NodeState:
                 fault["times"] -= 1
                 if fault["times"] <= 0:
                     del self._faults[method]
+            if fault and fault["kind"] == "random":
+                fault = self._draw(fault)
+            if fault:
+                key = (method, fault["kind"])
+                self.faults_injected[key] = self.faults_injected.get(key, 0) + 1
             return dict(fault) if fault else None
+
+    @staticmethod
+    def _draw(fault):
+        rng = fault["rng"]
+        x = rng.random()
+        if x < fault.get("error_rate", 0.0):
+            return {"kind": "error", "code": fault.get("code", -1),
+                    "message": fault.get("message", "injected fault")}
+        if x < fault.get("error_rate", 0.0) + fault.get("hang_rate", 0.0):
+            seconds = fault.get("seconds", 1.0)
+            if isinstance(seconds, (tuple, list)):
+                seconds = rng.uniform(*seconds)
+            return {"kind": "hang", "seconds": seconds}
+        return None
 
     def record_call(self, method, params):
         with self.lock:

@@ -193,6 +193,31 @@ def test_error_hang_and_call_log(node):
     assert node.calls_of("listfunds") == [{}, {}]
 
 
+def test_random_faults_draw_errors_hangs_and_answers_and_are_counted(node):
+    rpc = rpc_of(node)
+    node.fault("listfunds", "random", error_rate=0.3, hang_rate=0.2, seconds=(0.01, 0.02),
+               seed=7, message="chaos")
+    outcomes = {"error": 0, "answer": 0}
+    t0 = time.monotonic()
+    for _ in range(200):
+        try:
+            assert rpc.listfunds() == {"outputs": [], "channels": []}  # a hang still answers
+            outcomes["answer"] += 1
+        except RpcError as e:
+            assert e.error == {"code": -1, "message": "chaos"}
+            outcomes["error"] += 1
+    injected = node.faults_injected()
+    assert injected[("listfunds", "error")] == outcomes["error"]
+    assert 30 <= outcomes["error"] <= 90                       # ~60 of 200
+    assert 15 <= injected[("listfunds", "hang")] <= 70         # ~40 of 200
+    assert time.monotonic() - t0 >= 0.01 * injected[("listfunds", "hang")]
+    node.clear_faults()
+    assert rpc.listfunds() == {"outputs": [], "channels": []}
+    assert node.faults_injected() == injected
+    with pytest.raises(ValueError):
+        node.fault("listfunds", "random", error_rate=0.8, hang_rate=0.5)
+
+
 def test_unknown_command_and_missing_sling(node):
     rpc = rpc_of(node)
     assert rpc_error(rpc.call, "nosuchcommand") == sample("error_unknown.json")
