@@ -21,11 +21,10 @@ from plugin_harness import db_path, settled_in_node, start_plugin
 from simnode import SimNode, SimRpcError
 
 FAULTED_METHODS = ("listpeerchannels", "listforwards", "wait", "plugin", "listfunds", "setchannel",
-                   "sling-job", "sling-go", "sling-stop", "sling-deletejob", "sling-jobsettings",
-                   "sling-stats")
+                   "sling-once", "sling-stop", "sling-deletejob", "sling-jobsettings", "sling-stats")
 FAULT_RATES = (0.08, 0.02)       # error, hang: per call of the methods called each cycle
 RARE_FAULT_RATES = (0.3, 0.1)    # methods called a few times in the whole soak
-RARE_METHODS = ("wait", "setchannel", "sling-job", "sling-go", "sling-stop", "sling-deletejob")
+RARE_METHODS = ("wait", "setchannel", "sling-once", "sling-stop", "sling-deletejob", "sling-jobsettings")
 HANG_SECONDS = (0.3, 1.6)        # the plugin gives up after 1 s
 MIN_CYCLES = 1000
 MIN_SECONDS = 45                 # the 10 s loops run a few times on their own too
