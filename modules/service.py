@@ -17,7 +17,7 @@ from modules.fee_cycle import FeeCycle
 from modules.flow_analysis import FlowAnalyzer
 from modules.forward_events import Rejected, check_forward_event
 from modules.hydration import CREATED, UPDATED, ForwardSync, SyncResult
-from modules.job_manager import HygieneResult
+from modules.job_manager import HygieneResult, runs
 from modules.models import Channel
 from modules.node import NodeAdapter, NodeError
 from modules.rebalancer import Rebalancer
@@ -167,11 +167,11 @@ class Service:
         return {"running": len(self.db.running_jobs()), "ended": len(ended)}
 
     def _stand_down_jobs(self) -> None:
-        """The database file is gone: no job can be watched or charged any more, so they stop
-        (start-up hygiene left sling only the jobs we started)."""
+        """The database file is gone: no job can be watched or charged any more, so the sling
+        tasks still paying stop (start-up hygiene left sling only the jobs we started)."""
         if self._jobs_stood_down or self.config.dry_run or not (self.sling and self.sling.loaded):
             return
-        scids = sorted(self.node.sling_jobs())
+        scids = sorted(scid for scid, states in self.node.sling_tasks().items() if runs(states))
         for scid in scids:
             self.node.sling_stop(scid)
         self._jobs_stood_down = True
