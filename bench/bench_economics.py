@@ -31,7 +31,7 @@ Goals (issue 7), 10 days: mean >= 1.0x hindsight and >= 1.3x best single static,
 seed >= 0.8x hindsight, on high and low; median <= 1 broadcast per channel per day; dense
 >= 90 % of the oracle. Printed, never asserted.
 
-    .venv/bin/python bench/bench_economics.py                  # the full default run
+    .venv/bin/python bench/bench_economics.py                  # the full default run (dense: 5 seeds)
     .venv/bin/python bench/bench_economics.py --markets high --seeds 4 --dense-seeds 0
     .venv/bin/python bench/bench_economics.py --markets low --seeds 1 --dense-seeds 0 --dump 1
     .venv/bin/python bench/bench_economics.py --set fee_min_observation_hours=12
@@ -83,7 +83,7 @@ def evaluate(kind: str, seed: int, days: float = 10, overrides: Optional[Dict[st
 
 
 # --- figures ---------------------------------------------------------------------------------------
-def broadcast_figures(run: PluginRun) -> Dict[str, float]:
+def broadcast_figures(run: PluginRun) -> Dict[str, Any]:
     days = run.days
     per_day = [len(ts) / days for ts in run.broadcasts]
     most_in_a_day = 0
@@ -92,7 +92,8 @@ def broadcast_figures(run: PluginRun) -> Dict[str, float]:
         for t in ts:
             counts[int(t // DAY)] = counts.get(int(t // DAY), 0) + 1
         most_in_a_day = max([most_in_a_day, *counts.values()])
-    return {"median": statistics.median(per_day), "max": max(per_day), "most_in_a_day": most_in_a_day}
+    return {"median": statistics.median(per_day), "max": max(per_day), "most_in_a_day": most_in_a_day,
+            "per_channel": per_day}
 
 
 def most_in_24h(payments: Sequence[Tuple[float, int]]) -> int:
@@ -159,8 +160,8 @@ def curve_share(market: Market, run: PluginRun) -> float:
 
 
 # --- printing ----------------------------------------------------------------------------------------
-def fmt_x(v: float) -> str:
-    return f"{v:5.2f}x"
+def fmt_x(v: float, digits: int = 2) -> str:
+    return f"{v:5.{digits}f}x"
 
 
 def print_market(kind: str, rows: List[Dict[str, Any]], budget_sat: int, days: float) -> Dict[str, Any]:
@@ -186,6 +187,12 @@ def print_market(kind: str, rows: List[Dict[str, Any]], budget_sat: int, days: f
             line += f" | {100 * r['curve_oracle']:11.1f}%"
         print(line)
     plugin = [r.get(SLING) or r.get(FEES) for r in rows]
+    print(f"  (plugin {'without' if dense else 'with'} sling; /single, /hind, /oracle: its net against the best single "
+          f"static fee, per-channel static fees in hindsight, the oracle; jobs: sling jobs that moved something / "
+          f"started; unmet: arrivals refused for balance or without an entry channel with room; bc/ch/d: "
+          f"broadcasts per channel per day, median over channels, max: the busiest channel, 1 day: most of one "
+          f"channel in one day; alone/h: start fees, no rebalancing, against hindsight"
+          + ("; curve oracle: expected revenue after the warm-up against each curve's best fee)" if dense else ")"))
 
     def mean(key, src=plugin):
         return statistics.mean(p[key] for p in src)
@@ -221,6 +228,7 @@ def print_market(kind: str, rows: List[Dict[str, Any]], budget_sat: int, days: f
     print(f"  plugin loop errors {errors}, warnings logged {warnings}")
     return {"mean_hindsight": mean("vs_hindsight"), "mean_single": mean("vs_single"), "worst_hindsight": worst_h,
             "broadcast_median_worst": max(p["broadcasts"]["median"] for p in plugin),
+            "broadcast_median": statistics.median(x for p in plugin for x in p["broadcasts"]["per_channel"]),
             "most_in_a_day": max(p["broadcasts"]["most_in_a_day"] for p in plugin),
             "curve_oracle": statistics.mean(r["curve_oracle"] for r in rows) if dense else None,
             "curve_oracle_worst": min(r["curve_oracle"] for r in rows) if dense else None}
@@ -234,17 +242,18 @@ def print_goals(summary: Dict[str, Dict[str, Any]]) -> None:
     for kind, s in summary.items():
         if kind == "dense":
             line("dense: >= 90 % of the oracle (curve, after warm-up)",
-                 f"{100 * s['curve_oracle']:.1f}% (worst {100 * s['curve_oracle_worst']:.1f}%)",
+                 f"{100 * s['curve_oracle']:.1f}% (worst seed {100 * s['curve_oracle_worst']:.1f}%)",
                  s["curve_oracle"] >= GOALS["dense_oracle"])
         else:
-            line(f"{kind}: mean >= 1.0x per-channel hindsight", fmt_x(s["mean_hindsight"]),
+            line(f"{kind}: mean >= 1.0x per-channel hindsight", fmt_x(s["mean_hindsight"], 3),
                  s["mean_hindsight"] >= GOALS["hindsight"])
-            line(f"{kind}: mean >= 1.3x best single static fee", fmt_x(s["mean_single"]),
+            line(f"{kind}: mean >= 1.3x best single static fee", fmt_x(s["mean_single"], 3),
                  s["mean_single"] >= GOALS["single"])
-            line(f"{kind}: worst seed >= 0.8x hindsight", fmt_x(s["worst_hindsight"]),
+            line(f"{kind}: worst seed >= 0.8x hindsight", fmt_x(s["worst_hindsight"], 3),
                  s["worst_hindsight"] >= GOALS["worst_hindsight"])
-        line(f"{kind}: median <= 1 broadcast per channel per day", f"{s['broadcast_median_worst']:.2f} (worst seed)",
-             s["broadcast_median_worst"] <= GOALS["broadcasts"])
+        line(f"{kind}: median <= 1 broadcast per channel per day",
+             f"{s['broadcast_median']:.2f} (worst seed {s['broadcast_median_worst']:.2f})",
+             s["broadcast_median"] <= GOALS["broadcasts"])
         print(f"  {'':<52} most broadcasts of one channel in one day: {s['most_in_a_day']}")
 
 
@@ -296,7 +305,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--seeds", type=int, default=20, help="seeds per market (1, 2, ...)")
     p.add_argument("--first-seed", type=int, default=1)
     p.add_argument("--days", type=float, default=10)
-    p.add_argument("--dense-seeds", type=int, default=10)
+    p.add_argument("--dense-seeds", type=int, default=5,
+                   help="dense seeds (5 by default to keep the full run near 15 minutes on 2 cores)")
     p.add_argument("--dense-days", type=float, default=60)
     p.add_argument("--no-fees-only", action="store_true", help="skip the plugin-without-sling runs")
     p.add_argument("--jobs", type=int, default=2, help="worker processes")

@@ -272,7 +272,7 @@ def _draining_channels(rng, kind, seed, n, spec, start_fee) -> List[ChannelSpec]
         rate = log_uniform(rng, *spec["rate"])
         # mean amount from the role's daily outflow at the best fee, so sources drain in days
         daily_out = capacity * rng.uniform(*ROLE_OUT_SHARE[role])
-        amount = int(min(max(daily_out / (24 * rate), 5_000 * SAT), capacity / 20)) // SAT * SAT
+        amount = int(min(max(daily_out / (24 * rate), 1_000 * SAT), capacity / 20)) // SAT * SAT
         curve = _curve_with_best(rng, best, rate)
         after = _shifted(rng, curve, best, hi * 1.5) if i in shifted else curve
         local = int(capacity * rng.uniform(0.3, 0.7)) // SAT * SAT

@@ -21,7 +21,7 @@ import bisect
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .market import PPM, Market, MarketSim, channel_records, fee_grid, history_snapshot
+from .market import PPM, Market, MarketSim, fee_grid, history_snapshot
 
 COARSE_EVERY = 4
 
@@ -166,7 +166,8 @@ def _decoupled(market: Market, start: MarketSim, grid: List[int]) -> Baselines:
     single_v, single_f = max((sum(table[(x, r, f)] for x in range(n) for r in (0, 1)), -f) for f in grid)
     hindsight = [max(grid, key=lambda f: (table[(x, 0, f)] + table[(x, 1, f)], -f)) for x in range(n)]
     hindsight_v = sum(table[(x, 0, f)] + table[(x, 1, f)] for x, f in enumerate(hindsight))
-    oracle = [tuple(max(grid, key=lambda f: (table[(x, r, f)], -f)) for r in (0, 1)) for x in range(n)]
+    oracle = [tuple(max(grid, key=lambda f: (table[(x, r, f)], -f)) for r in (0, 1))
+              if market.channels[x].shifts else (hindsight[x], hindsight[x]) for x in range(n)]
     oracle_v = sum(table[(x, r, oracle[x][r])] for x in range(n) for r in (0, 1))
     return Baselines(left, -single_f, single_v, hindsight, hindsight_v, oracle, oracle_v, len(table))
 
@@ -181,5 +182,3 @@ def static_run(market: Market, plan: Sequence[Tuple[int, int]], start: Optional[
     sim.advance(market.run_s)
     return sim
 
-
-__all__ = ["Baselines", "baselines", "static_run", "channel_records"]
