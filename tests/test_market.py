@@ -64,9 +64,10 @@ def test_forwards_need_balance_and_refusals_are_local_failed_4103(tmp_path):
         assert sim.held_local[x] <= sim.local_msat[x] <= c.capacity_msat - sim.held_remote[x]
 
 
-def test_balance_is_conserved_fees_in_rebalance_fees_out():
+def test_balance_is_conserved_fees_in_rebalance_fees_out_and_runs_repeat():
     """Through the real plugin with sling: every msat on our side is the start balance plus
-    fees earned minus rebalance fees paid."""
+    fees earned minus rebalance fees paid. And a run repeats exactly, so two plugin
+    configurations compared on a seed differ only by what they decided."""
     market = build_market("high", 1, days=1, history_days=1, channels=6)
     run = run_plugin(market, sling=True)
     assert run.rebalance_fee_msat > 0 and run.moved_msat > 0
@@ -74,6 +75,8 @@ def test_balance_is_conserved_fees_in_rebalance_fees_out():
     earned = run.history_earned_msat + sum(run.earned_msat)
     assert sum(run.final_local_msat) == start + earned - run.rebalance_fee_msat
     assert run.loop_errors == {}
+    again = run_plugin(market, sling=True)
+    assert (again.totals, again.payments, again.broadcasts) == (run.totals, run.payments, run.broadcasts)
 
 
 def test_baselines_are_grid_fees_and_never_below_the_best_single_fee():
