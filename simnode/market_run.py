@@ -12,8 +12,8 @@ What happens, in order:
    scheduler's threads are not started: the driver runs each loop's `run_once()` (the
    loop's own error handling and stats) at simulated times instead;
 3. simulated time: market arrivals in time order, each forward the node sees written to its
-   listforwards and delivered as the live `forward_event` (CLN's payload, from
-   ForwardStore.events: settled and local_failed); the flow loop every flow interval from
+   listforwards and delivered as the live `forward_event`s (CLN's payloads, from
+   ForwardStore.events: offered then settled, or local_failed); the flow loop every flow interval from
    t = 0, the fee loop every fee interval, the rebalance loop every rebalance interval
    (the plugin's config decides the intervals), and with sling loaded, every
    `attempt_interval_s` the job watch then one sling payment attempt per running task
@@ -137,8 +137,8 @@ def populate_node(node: SimNode, market: Market, sling: bool = False) -> List[di
 def forward_writer(node: SimNode, market: Market, epoch: float,
                    deliver: Optional[Callable[[float, Dict[str, Any]], None]] = None):
     """A MarketSim recorder: each forward into the node's listforwards (settled, or
-    local_failed with failcode 4103), and to deliver(unix time, payload) as the forward_event
-    lightningd would send."""
+    local_failed with failcode 4103), and to deliver(unix time, payload) as the forward_events
+    lightningd would send (offered then settled; local_failed alone)."""
     scids = [c.scid for c in market.channels]
     store = node.forwards
 
@@ -146,8 +146,8 @@ def forward_writer(node: SimNode, market: Market, epoch: float,
         when = epoch + t
         ci = store.add(scids[y], scids[x], amount, fee, status, received_time=when,
                        resolved_time=when + 1.0 if status == SETTLED else None)
-        if deliver is not None:
-            for event in store.events(ci):
+        if deliver is not None:   # as lightningd: "offered" then "settled", or "local_failed"
+            for event in store.events(ci, history=True):
                 deliver(when, event)
     return record
 

@@ -59,6 +59,7 @@ def test_forwards_need_balance_and_refusals_are_local_failed_4103(tmp_path):
     assert all("out_msat" not in f and f["in_channel"] != f["out_channel"] for f in failed)
     assert [e["status"] for e in seen].count(LOCAL_FAILED) == len(failed)
     assert [e["status"] for e in seen].count(SETTLED) == len(settled)
+    assert [e["status"] for e in seen].count("offered") == len(settled)
     # balances never go below what the node could send, nor above what it could receive
     for x, c in enumerate(market.channels):
         assert sim.held_local[x] <= sim.local_msat[x] <= c.capacity_msat - sim.held_remote[x]
