@@ -69,6 +69,7 @@ src/rpc_sling.rs, src/stats.rs, src/model.rs; Cargo version 4.2.1):
 """
 import json
 import math
+import random
 import threading
 import time
 from collections import Counter
@@ -144,6 +145,7 @@ class SimSling:
         self.effective_ppm = 300
         self.payments_per_step = 1  # > 1: each task pays that many times per step (a fast sling)
         self.unroutable = set()
+        self.costs = None           # a RefillCosts: per-attempt costs and failures instead
         self.hops = 3
         self._interval = None
         self._stop = threading.Event()
@@ -558,11 +560,13 @@ class SimSling:
         cands = self._candidates(scid, job, pull)
         if not cands:
             return "NoCandidates", None
-        if self.effective_ppm > job["maxppm"]:
+        ppm, routed = (self.effective_ppm, scid not in self.unroutable) if self.costs is None \
+            else self.costs.draw(scid)
+        if ppm > job["maxppm"]:
             return "NoCheapRoute", None
         partner = cands[0]
-        fee = amount * self.effective_ppm // 1_000_000
-        if scid in self.unroutable:
+        fee = amount * ppm // 1_000_000
+        if not routed:
             self.failures.setdefault(scid, []).append({
                 "amount_msat": amount, "failure_reason": "WIRE_TEMPORARY_CHANNEL_FAILURE",
                 "failure_node": ch["peer_id"], "channel_partner": partner["scid"],
@@ -573,7 +577,7 @@ class SimSling:
         src["local_msat"] -= amount + fee
         dst["local_msat"] += amount
         self.successes.setdefault(scid, []).append({
-            "amount_msat": amount, "fee_ppm": self.effective_ppm,
+            "amount_msat": amount, "fee_ppm": ppm,
             "channel_partner": partner["scid"], "hops": self.hops, "completed_at": int(now)})
         return "Rebalancing", {"scid": scid, "partner": partner["scid"], "ok": True,
                                "amount_msat": amount, "fee_msat": fee}
@@ -619,3 +623,27 @@ class SimSling:
             out.append(ch)
         out.sort(key=lambda c: -(c["local_msat"] if pull else c["capacity_msat"] - c["local_msat"]))
         return out
+
+
+class RefillCosts:
+    """What a rebalance into each channel costs, attempt by attempt (set SimSling.costs).
+
+    Each destination has a median cost in ppm (unknown ones: default_ppm); one attempt's
+    cheapest route costs that median times log-normal noise (sigma). An attempt above the
+    job's maxppm finds no cheap route (task state NoCheapRoute, nothing recorded, as sling);
+    one within it fails with probability fail_share (a payment that failed on the way,
+    recorded in the failure stats), else it pays.
+    """
+
+    def __init__(self, median_ppm, sigma=0.3, fail_share=0.1, seed=1, default_ppm=300):
+        self.median_ppm = dict(median_ppm)
+        self.sigma = sigma
+        self.fail_share = fail_share
+        self.default_ppm = default_ppm
+        self.rng = random.Random(f"refill-{seed}")
+
+    def draw(self, scid):
+        """(ppm of the cheapest route now, whether the payment gets through)."""
+        median = self.median_ppm.get(scid, self.default_ppm)
+        ppm = max(0, int(round(median * self.rng.lognormvariate(0.0, self.sigma))))
+        return ppm, self.rng.random() >= self.fail_share

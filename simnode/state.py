@@ -65,6 +65,15 @@ def badparam(name, msg, value):
     return SimRpcError(INVALID_PARAMS, f"{name}: {msg}: invalid token '{json.dumps(value)}'")
 
 
+def balance_holdbacks(ch):
+    """(msat of our side that cannot be sent, msat of theirs that cannot be received, largest
+    HTLC): the reserve plus, for the opener, the commitment fee buffer. The market simulator
+    (simnode/market.py) uses the same rule to decide whether a forward fits."""
+    local_fee = COMMIT_FEE_MSAT if ch["opener"] == "local" else 0
+    return (ch["our_reserve_msat"] + local_fee,
+            ch["their_reserve_msat"] + COMMIT_FEE_MSAT - local_fee, ch["htlc_max_msat"])
+
+
 class NodeState:
     def __init__(self, node_id=None, alias="SIMNODE-" + VERSION):
         self.lock = threading.RLock()
@@ -229,12 +238,9 @@ class NodeState:
     def _spendable(self, ch):
         if ch["state"] not in NORMAL_STATES:
             return 0, 0
-        remote = ch["capacity_msat"] - ch["local_msat"]
-        local_fee = COMMIT_FEE_MSAT if ch["opener"] == "local" else 0
-        remote_fee = COMMIT_FEE_MSAT - local_fee
-        spendable = max(0, ch["local_msat"] - ch["our_reserve_msat"] - local_fee)
-        receivable = max(0, remote - ch["their_reserve_msat"] - remote_fee)
-        cap = ch["htlc_max_msat"]
+        held_local, held_remote, cap = balance_holdbacks(ch)
+        spendable = max(0, ch["local_msat"] - held_local)
+        receivable = max(0, ch["capacity_msat"] - ch["local_msat"] - held_remote)
         return min(spendable, cap), min(receivable, cap)
 
     def _htlcs(self, ch):
