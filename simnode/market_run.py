@@ -279,7 +279,7 @@ class _Run:
                            self.by_peer.get(ident, range(len(self.scids)) if ident == "all" else []))
                 for x in targets:
                     self.broadcasts[x].append(t)
-            elif method == "sling-job" and isinstance(params, dict):
+            elif method in ("sling-job", "sling-once") and isinstance(params, dict):
                 job = Job(params.get("scid"), t, int(params.get("maxppm", 0)))
                 self.jobs.append(job)
                 self.current_job[job.scid] = job
