@@ -1,73 +1,28 @@
-"""The daily rebalance fee budget: pure rules over a ledger of entries.
+"""The daily rebalance fee budget: the pure rules the database's ledger applies.
 
-A job *reserves* its worst-case fee before it starts; when it ends, `reconcile` replaces
-the reservation with what it really cost (*spent*, timed at reconciliation). A
-reservation holds until it is reconciled, whatever its age. The limit covers
-spent-in-the-last-24-hours plus everything still reserved.
+The ledger itself lives in SQLite (modules/database.py, table budget_ledger): a job
+*reserves* its worst-case fee before it starts; when it ends its reservation becomes what
+it really cost (*spent*), timed at reconciliation. A reservation holds until reconciled,
+whatever its age. The limit covers spent-in-the-last-24-hours plus everything still
+reserved; inside one write transaction (BEGIN IMMEDIATE) the database sums both and asks
+`reservation_fits` (through the `budget_rule(limit)` callable) before it inserts.
 
-Why spent entries carry the reconciliation time, not the reservation time: a job pays
-its fees somewhere between the two, so only the later time keeps every payment inside
-the windows that check it. With that, and actual cost <= reservation, the fees paid in
-any 24 hours never exceed the limit (tests/test_budget_rules.py checks it on random
-interleavings).
+Why spent entries carry the reconciliation time: a job pays somewhere between the two
+times, so only the later one keeps every payment inside the windows that check it. With
+that, and actual cost <= reservation, the fees paid in any 24 hours never exceed the
+limit (tests/test_budget_ledger.py checks it on random interleavings, on the database).
 
-No clock, no SQL: the database layer runs the same rules inside one transaction
-(BEGIN IMMEDIATE): sum what is reserved and what was spent after `window_start(now)`,
-ask `reservation_fits` (or the `budget_rule(limit)` callable), insert the row, commit.
-Older spent entries never change the answer.
+`outside_spend` is the rule for a ledger lost with its database: what sling's stats say
+may have been spent in the last 24 h counts as spent.
 """
-import dataclasses
-from typing import Callable, Iterable, List, NamedTuple, Tuple
+from typing import Callable, Iterable, Optional, Tuple
 
-RESERVED = "reserved"
-SPENT = "spent"
-KINDS = (RESERVED, SPENT)
-WINDOW_SECONDS = 24 * 3600
-
-
-@dataclasses.dataclass(frozen=True)
-class BudgetEntry:
-    kind: str           # "reserved" or "spent"
-    amount_msat: int
-    time: float         # unix seconds: reservation time, or reconciliation time when spent
-    job_id: str
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"budget entry kind must be one of {KINDS}, not {self.kind!r}")
-        if self.amount_msat < 0:
-            raise ValueError(f"budget entry amount must not be negative: {self.amount_msat}")
-
-
-class BudgetStatus(NamedTuple):
-    spent_24h_msat: int
-    reserved_msat: int
-    available_msat: int
-
-
-def window_start(now: float) -> float:
-    """Spent entries at or before this time no longer count against the budget."""
-    return now - WINDOW_SECONDS
+LOCAL_TIME_SLACK_SECONDS = 3600   # sling's local-time stamp: a daylight-saving hour either way
 
 
 def _sat(msat: int) -> str:
     text = f"{msat / 1000:.3f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
-
-
-def budget_status(entries: Iterable[BudgetEntry], limit_msat: int, now: float) -> BudgetStatus:
-    """(spent in the last 24 h, reserved now, what is left of the limit; never negative).
-
-    Spent entries from the future (a clock that went back) count, to stay on the safe side.
-    """
-    start = window_start(now)
-    spent = reserved = 0
-    for e in entries:
-        if e.kind == RESERVED:
-            reserved += e.amount_msat
-        elif e.time > start:
-            spent += e.amount_msat
-    return BudgetStatus(spent, reserved, max(0, limit_msat - spent - reserved))
 
 
 def reservation_fits(spent_24h_msat: int, reserved_msat: int, amount_msat: int,
@@ -92,50 +47,31 @@ def budget_rule(limit_msat: int) -> Callable[[int, int, int], bool]:
     return lambda spent, reserved, amount: reservation_fits(spent, reserved, amount, limit_msat)[0]
 
 
-def can_reserve(entries: Iterable[BudgetEntry], limit_msat: int, amount_msat: int,
-                now: float) -> Tuple[bool, str]:
-    """Whether a reservation of `amount_msat` fits the budget now, and why (or why not)."""
-    spent, reserved, _ = budget_status(entries, limit_msat, now)
-    return reservation_fits(spent, reserved, amount_msat, limit_msat)
+def outside_spend(spends: Iterable[Tuple[str, int, Optional[float]]], unreadable: Iterable[str],
+                  limit_msat: int, window_seconds: float, now: float) -> Tuple[int, str]:
+    """What may have been spent on rebalances the ledger does not know of, in the last window.
 
-
-def reserve(entries: Iterable[BudgetEntry], limit_msat: int, job_id: str, amount_msat: int,
-            now: float) -> Tuple[List[BudgetEntry], bool, str]:
-    """The ledger with a reservation for `job_id` added, if it fits; else the ledger unchanged.
-
-    Returns (entries, reserved?, reason). One reservation per job.
+    spends: (scid, fee_bound_msat, last_rebalance time or None) from sling's stats of each
+    channel; their totals cover sling's whole stats window (30 days), a superset of ours, so
+    a channel whose last rebalance falls inside our window counts its whole total: an upper
+    bound. A channel whose stats could not be read may have spent anything: the limit.
+    Returns (msat to count as spent now, capped at the limit; why).
     """
-    entries = list(entries)
-    if any(e.kind == RESERVED and e.job_id == job_id for e in entries):
-        return entries, False, f"job {job_id} already holds a reservation"
-    ok, reason = can_reserve(entries, limit_msat, amount_msat, now)
-    if ok:
-        entries.append(BudgetEntry(RESERVED, amount_msat, now, job_id))
-    return entries, ok, reason
-
-
-def reconcile(entries: Iterable[BudgetEntry], job_id: str, actual_cost_msat: int,
-              now: float) -> List[BudgetEntry]:
-    """The ledger with the job's reservation replaced by its actual cost, spent at `now`.
-
-    A job without a reservation but already spent is left alone (a repeated reconcile does
-    not count twice); a job with neither records its cost (money spent is money spent).
-    """
-    if actual_cost_msat < 0:
-        raise ValueError(f"actual cost must not be negative: {actual_cost_msat}")
-    entries = list(entries)
-    kept = [e for e in entries if not (e.kind == RESERVED and e.job_id == job_id)]
-    if len(kept) == len(entries) and any(e.kind == SPENT and e.job_id == job_id for e in entries):
-        return entries
-    kept.append(BudgetEntry(SPENT, actual_cost_msat, now, job_id))
-    return kept
-
-
-def prune(entries: Iterable[BudgetEntry], now: float) -> List[BudgetEntry]:
-    """Drops spent entries that no longer count (for an in-memory ledger; the database keeps
-    its rows as history and filters by `window_start`)."""
-    start = window_start(now)
-    return [e for e in entries if e.kind == RESERVED or e.time > start]
+    unreadable = sorted(unreadable)
+    if unreadable:
+        return limit_msat, (f"sling's stats of {len(unreadable)} channels could not be read "
+                            f"({', '.join(unreadable[:3])}{'...' if len(unreadable) > 3 else ''}): "
+                            f"the whole daily budget counts as spent")
+    start = now - window_seconds - LOCAL_TIME_SLACK_SECONDS
+    recent = [(scid, fee) for scid, fee, last in spends
+              if fee > 0 and (last is None or last > start)]
+    if not recent:
+        return 0, "sling's stats show no rebalance in the last 24 h"
+    total = sum(fee for _, fee in recent)
+    counted = min(total, limit_msat)
+    return counted, (f"sling's stats show rebalances in the last 24 h on {len(recent)} channels, "
+                     f"at most {_sat(total)} sat in fees over sling's window: {_sat(counted)} sat "
+                     f"counts as spent")
 
 
 def wallet_reserve_ok(onchain_msat: int, channel_local_msat_total: int, config) -> Tuple[bool, str]:

@@ -31,8 +31,13 @@ class OptionSpec:
 
     @property
     def cln_type(self) -> str:
-        # lightningd knows int, bool and string; floats travel as strings.
-        return {"int": "int", "bool": "bool"}.get(self.kind, "string")
+        # Every option travels as a string and is checked here. lightningd checks an "int" or
+        # "bool" option itself, and a value it cannot parse (`=abc`) makes lightningd refuse
+        # to start at all (seen on v26.06.6): the node would stay down for a plugin typo.
+        return "string"
+
+    def default_text(self) -> str:
+        return str(self.default).lower() if isinstance(self.default, bool) else str(self.default)
 
     def range_text(self) -> str:
         if self.kind == "bool":
@@ -168,7 +173,7 @@ def parse_value(spec: OptionSpec, raw: Any) -> Any:
         too_low = spec.minimum is not None and value < spec.minimum
         too_high = spec.maximum is not None and value > spec.maximum
         if too_low or too_high:
-            raise ConfigError(f"{spec.full_name}: {raw!r} is out of range; expected {spec.range_text()}")
+            raise ConfigError(f"{spec.full_name}: {value} is out of range; expected {spec.range_text()}")
     return value
 
 
@@ -210,8 +215,7 @@ def manifest_options() -> List[Dict[str, Any]]:
     """(name, default, description, cln type) for Plugin.add_option."""
     result = []
     for o in OPTIONS:
-        default = o.default if o.kind in ("int", "bool") else str(o.default)
-        result.append({"name": o.full_name, "default": default,
+        result.append({"name": o.full_name, "default": o.default_text(),
                        "description": f"{o.description} ({o.range_text()})",
                        "opt_type": o.cln_type})
     return result
@@ -221,7 +225,7 @@ def options_markdown() -> str:
     """The README's options table: `python -m modules.config`."""
     lines = ["| option | default | allowed | what it does |", "|---|---|---|---|"]
     for o in OPTIONS:
-        default = str(o.default).lower() if isinstance(o.default, bool) else o.default
+        default = o.default_text()
         shown = f"`{default}`" if default != "" else "(empty)"
         lines.append(f"| `{o.full_name}` | {shown} | {o.range_text()} | {o.description} |")
     return "\n".join(lines)

@@ -40,6 +40,8 @@ from modules.models import (LOCAL_FAILED, TEMPORARY_CHANNEL_FAILURE, ChannelFlow
 BUSY_TIMEOUT_MS = 10000
 HOUR_SECONDS = 3600
 DAY_SECONDS = 86400
+# The daily budget's window: fees reconciled more than this long ago no longer count.
+BUDGET_WINDOW_SECONDS = DAY_SECONDS
 
 # Each entry runs once, in order; user_version records how many have run.
 MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
@@ -641,8 +643,10 @@ class Database:
 
     # --- rebalancing ------------------------------------------------------------
     def _budget_usage(self, conn: sqlite3.Connection, now: float) -> Tuple[int, int]:
+        """The ledger's one rule (see modules/budget.py): fees reconciled inside the window,
+        plus every reservation not yet reconciled, whatever its age."""
         spent = conn.execute("SELECT COALESCE(SUM(spent_msat), 0) FROM budget_ledger"
-                             " WHERE reconciled_at > ?", (now - DAY_SECONDS,)).fetchone()[0]
+                             " WHERE reconciled_at > ?", (now - BUDGET_WINDOW_SECONDS,)).fetchone()[0]
         reserved = conn.execute("SELECT COALESCE(SUM(reserved_msat), 0) FROM budget_ledger"
                                 " WHERE reconciled_at IS NULL").fetchone()[0]
         return spent, reserved
@@ -685,14 +689,36 @@ class Database:
                        (moved_msat, fee_paid_msat, failures, job_id))
 
     def end_job(self, job_id: int, status: str, reason: str, moved_msat: int, fee_paid_msat: int,
-                failures: int, now: float) -> None:
-        """Closes a job and turns its reservation into the fee actually paid."""
+                failures: int, now: float, charged_msat: Optional[int] = None) -> None:
+        """Closes a job and turns its reservation into what it is charged: the fee it paid,
+        unless told otherwise (its cost unknown: the reservation)."""
+        charged = fee_paid_msat if charged_msat is None else charged_msat
         with self._write() as tx:
             tx.execute("UPDATE rebalance_jobs SET status = ?, end_reason = ?, ended_at = ?,"
                        " moved_msat = ?, fee_paid_msat = ?, failures = ? WHERE id = ?",
                        (status, reason, now, moved_msat, fee_paid_msat, failures, job_id))
             tx.execute("UPDATE budget_ledger SET spent_msat = ?, reconciled_at = ? WHERE job_id = ?",
-                       (fee_paid_msat, now, job_id))
+                       (charged, now, job_id))
+
+    def ledger_is_empty(self) -> bool:
+        return self._conn().execute("SELECT 1 FROM budget_ledger LIMIT 1").fetchone() is None
+
+    def record_outside_spend(self, amount_msat: int, now: float) -> int:
+        """Counts fees paid outside the ledger's knowledge (a lost database) as spent now.
+
+        Such an entry has no job: it takes a negative id, below every job's (rowids > 0).
+        """
+        with self._write() as tx:
+            entry = tx.execute("SELECT MIN(0, COALESCE(MIN(job_id), 0)) - 1 FROM budget_ledger").fetchone()[0]
+            tx.execute("INSERT INTO budget_ledger (job_id, reserved_msat, spent_msat, reserved_at,"
+                       " reconciled_at) VALUES (?, ?, ?, ?, ?)", (entry, amount_msat, amount_msat, now, now))
+        return entry
+
+    def outside_spend(self, now: float) -> Tuple[int, Optional[float]]:
+        """(msat counted by record_outside_spend still inside the window, when the newest was)."""
+        return tuple(self._conn().execute(
+            "SELECT COALESCE(SUM(spent_msat), 0), MAX(reconciled_at) FROM budget_ledger"
+            " WHERE job_id < 0 AND reconciled_at > ?", (now - BUDGET_WINDOW_SECONDS,)).fetchone())
 
     def running_jobs(self) -> List[Dict[str, Any]]:
         rows = self._conn().execute(

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import socket
 import threading
+import time
 from typing import Any, Dict, Iterable, List, Optional
 
 from pyln.client import LightningRpc, RpcError
@@ -16,6 +17,10 @@ from modules.models import Channel, Forward
 
 UNKNOWN_COMMAND = -32601
 INVALID_PARAMS = -32602
+SLING_ERROR = -32700            # every error sling's handlers return (cln-plugin's parse_error)
+SLING_TIMEOUT_REASON = "WAITSENDPAY_TIMEOUT"
+# sling-stats task states in which a task makes no payment (a finished once-job is Balanced).
+SLING_IDLE_STATES = frozenset({"Stopped", "NotStarted", "Balanced"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,10 +30,35 @@ class SlingTotals:
     successes: int = 0
     failures: int = 0
     reliable: bool = True
+    # Payments sling gave up waiting for (WAITSENDPAY_TIMEOUT): their HTLC may still settle,
+    # unrecorded. sling lists only its top 5 failure reasons, so: at least / at most.
+    timeouts: int = 0
+    timeouts_max: int = 0
+    # sling's total_spent_sats rounds down (a floored weighted ppm, then to sats): at most this.
+    fee_max_msat: int = 0
 
     def to_dict(self) -> Dict[str, int]:
         return {"moved_msat": self.moved_msat, "fee_paid_msat": self.fee_paid_msat,
-                "successes": self.successes, "failures": self.failures}
+                "successes": self.successes, "failures": self.failures, "timeouts": self.timeouts,
+                "timeouts_max": self.timeouts_max, "fee_max_msat": self.fee_max_msat}
+
+
+def sling_fee_bound_msat(successes: Dict[str, Any]) -> int:
+    """At least what sling's window of successes paid: total_spent_sats is computed from a
+    weighted ppm rounded down, then rounded down to sats; (ppm + 1) over the amount rounded
+    up undoes both."""
+    if not successes:
+        return 0
+    amount_msat = (int(successes.get("total_amount_sats", 0)) + 1) * 1000
+    ppm = int(successes.get("feeppm_weighted_avg", 0)) + 1
+    return max(-(-amount_msat * ppm // 1_000_000), int(successes.get("total_spent_sats", 0)) * 1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class SlingSpend:
+    """What sling's stats say one channel's rebalances cost over sling's stats window."""
+    fee_bound_msat: int                 # at least what they paid (sling's rounding undone)
+    last_rebalance: Optional[float]     # unix seconds; None: no success in the window
 
 
 class NodeError(Exception):
@@ -74,6 +104,14 @@ def parse_forward(entry: Dict[str, Any]) -> Forward:
         get("updated_index"),
         get("failcode"),
     )
+
+
+def parse_local_time(text: Any) -> Optional[float]:
+    """sling's "YYYY-mm-dd HH:MM:SS" (local time) as unix seconds; None when absent or odd."""
+    try:
+        return time.mktime(time.strptime(str(text), "%Y-%m-%d %H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
 
 
 def parse_channel(entry: Dict[str, Any]) -> Optional[Channel]:
@@ -211,21 +249,28 @@ class NodeAdapter:
     def sling_delete_job(self, job: str) -> Any:
         return self.call("sling-deletejob", {"job": job})
 
-    def sling_create_job(self, scid: str, amount_sats: int, maxppm: int,
-                         candidates: Iterable[str], target: float, source_floor_sats: int) -> Any:
-        """A pull job into scid from the given candidates; sling-go starts it.
+    def sling_once(self, scid: str, amount_sats: int, maxppm: int, total_sats: int,
+                   candidates: Iterable[str], source_floor_sats: int) -> Any:
+        """A one-time pull of `total_sats` into scid, `amount_sats` per payment; it starts
+        at once and sling stops it itself when the total is moved.
 
         sling leaves min(depleteuptopercent * capacity, depleteuptoamount) in each
-        candidate; a percent just under 1 makes the amount the floor that applies.
+        candidate; a percent just under 1 makes the amount the floor that applies. One
+        task: one payment at a time.
         """
-        return self.call("sling-job", {
+        return self.call("sling-once", {
             "scid": scid, "direction": "pull", "amount": amount_sats, "maxppm": maxppm,
-            "candidates": list(candidates), "target": target,
+            "onceamount": total_sats, "candidates": list(candidates),
             "depleteuptopercent": 0.99, "depleteuptoamount": source_floor_sats,
+            "paralleljobs": 1,
         })
 
-    def sling_go(self, scid: str) -> Any:
-        return self.call("sling-go", {"scid": scid})
+    def sling_tasks(self) -> Dict[str, List[str]]:
+        """sling-stats true: the task states of every job and once-job sling knows of, by
+        scid (e.g. ["Rebalancing"]); a once-job sling forgot (restart, deletejob) is absent."""
+        rows = self.call("sling-stats", {"json": True}) or []
+        return {row["scid"]: [str(s).split(":", 1)[-1] for s in row.get("status") or []]
+                for row in rows if isinstance(row, dict) and row.get("scid")}
 
     def sling_stop(self, scid: str) -> Any:
         return self.call("sling-stop", {"scid": scid})
@@ -239,8 +284,25 @@ class NodeAdapter:
         result = self.call("sling-stats", {"scid": scid, "json": True}) or {}
         successes = result.get("successes_in_time_window") or {}
         failures = result.get("failures_in_time_window") or {}
+        reasons = {r.get("failure_reason"): int(r.get("failure_count", 0))
+                   for r in failures.get("top_5_failure_reasons") or []}
+        listed = reasons.get(SLING_TIMEOUT_REASON)
+        # Not among the top 5: no more than the 5th reason's count (none when fewer are listed).
+        unlisted_max = min(reasons.values()) if len(reasons) >= 5 else 0
         return SlingTotals(
             moved_msat=int(successes.get("total_amount_sats", 0)) * 1000,
             fee_paid_msat=int(successes.get("total_spent_sats", 0)) * 1000,
             successes=int(successes.get("total_rebalances", 0)),
-            failures=int(failures.get("total_rebalances_tried", 0)))
+            failures=int(failures.get("total_rebalances_tried", 0)),
+            timeouts=listed or 0, timeouts_max=unlisted_max if listed is None else listed,
+            fee_max_msat=sling_fee_bound_msat(successes))
+
+    def sling_spend(self, scid: str) -> SlingSpend:
+        """sling-stats <scid> true, read for what the channel's rebalances may have cost
+        over sling's window (totals only). time_of_last_rebalance is sling's local time
+        (same host, same TZ as us: both are lightningd's children)."""
+        result = self.call("sling-stats", {"scid": scid, "json": True}) or {}
+        successes = result.get("successes_in_time_window") or {}
+        return SlingSpend(sling_fee_bound_msat(successes),
+                          parse_local_time(successes.get("time_of_last_rebalance")))
+

@@ -20,7 +20,8 @@ How a destination's job is valued (all over `rebalance-horizon-days`, H):
                   never above the fee the liquidity sells at (nor max-fee-ppm)
   worst cost    = amount * max ppm / 1e6;  expected profit = revenue - worst cost - lost
 So a job that starts is profitable by construction at its worst case. Its budget
-reservation (`reserve_msat`) also covers one chunk in flight when it is stopped.
+reservation (`reserve_msat`) adds one chunk: sling-once never moves more than the amount,
+but a payment sling stopped waiting for may still settle (modules/job_manager.py).
 
 Sling pulls from the candidates down to one floor per job (`depleteuptoamount`), so each
 job has one `source_floor_msat` (the highest target among its candidates): no candidate
@@ -39,8 +40,8 @@ from modules.models import BALANCED, IDLE, SINK, SOURCE, Channel, ChannelFlow
 PPM = 1_000_000
 MIN_MAX_PPM = 1                 # a job sling can only route at 0 ppm is no job
 MAX_SOURCE_CANDIDATES = 10      # candidates handed to one sling job
-# The job manager reserves the fee of one chunk beyond the amount (one may be in flight
-# when the job is stopped: JobPlan.reserve_msat is this decision's reserve_msat).
+# The job manager reserves the fee of one chunk beyond the amount (a payment sling timed
+# out on may still settle: JobPlan.reserve_msat is this decision's reserve_msat).
 RESERVE_OVERSHOOT_CHUNKS = 1
 SELLING_STATES = (SOURCE, BALANCED)
 CHEAP_SOURCE_STATES = (SINK, BALANCED, IDLE)
@@ -445,7 +446,7 @@ def _destination_decision(v: _View, deficit: int, pre: Tuple[str, ...], pool: Se
         else:
             start = False
             budget_note.append(f"budget: reservation {sat_text(ev.reserve_msat)} sat (worst-case fee "
-                               f"with one chunk in flight) > available {sat_text(budget)} sat")
+                               f"with one spare chunk) > available {sat_text(budget)} sat")
     forced = start and not (sells and ev.worthwhile)
     return RebalanceDecision(
         v.scid, DESTINATION, start, tuple(reasons) + ev.reasons + tuple(budget_note), v.state,

@@ -5,12 +5,14 @@ the sling jobs belong to the JobManager, the SQL to the database. This module re
 their inputs, applies the safety rules an operator counts on (sling loaded, wallet
 reserve, budget, futility breaker, dry-run) and records what happened.
 """
+import contextlib
 import json
 import re
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from modules.budget import budget_rule, wallet_reserve_ok
+from modules.database import BUDGET_WINDOW_SECONDS
 from modules.errors import REBALANCE_REFUSED, UserError
 from modules.job_manager import BudgetExhausted, JobManager, JobPlan
 from modules.models import Channel, ChannelFlow
@@ -37,18 +39,32 @@ class Rebalancer:
     # --- the pass ----------------------------------------------------------------
     def run_pass(self, channels: List[Channel], flows: Dict[str, ChannelFlow], sling_loaded: bool,
                  now: float, scid: Optional[str] = None, amount_sats: Optional[int] = None,
-                 force: bool = False, outlooks: Optional[Dict[str, DemandOutlook]] = None) -> Dict[str, Any]:
+                 force: bool = False, sling_problem: Optional[str] = None,
+                 outlooks: Optional[Dict[str, DemandOutlook]] = None) -> Dict[str, Any]:
         """One pass over every channel (automatic) or one channel (manual, scid given).
-        `outlooks`: the fee controller's demand outlook per channel, which values refills."""
+
+        sling_loaded: sling is there and adopted (hygiene done, ledger checked); when it is
+        not, `sling_problem` says why (default: not loaded). `outlooks`: the fee controller's
+        demand outlook per channel, which values refills."""
         with self._pass_lock:
             if self.closed:
                 raise UserError("cl-revenue-ops is shutting down", REBALANCE_REFUSED)
             return self._run_pass(channels, flows, sling_loaded, now, scid, amount_sats, force,
-                                  outlooks or {})
+                                  sling_problem, outlooks or {})
 
     def budget_available_msat(self, now: float) -> int:
         spent, reserved = self.db.budget_usage(now)
         return max(0, self.config.daily_budget_sats * 1000 - spent - reserved)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """No pass, watch or job start runs meanwhile (sling's arrival duties)."""
+        with self._pass_lock:
+            yield
+
+    def reconcile_open(self, reason: str, now: float) -> List[Dict[str, Any]]:
+        with self._pass_lock:
+            return [] if self.closed else self.jobs.reconcile_open(reason, now)
 
     def watch(self, channels: Optional[List[Channel]], now: float) -> List[Dict[str, Any]]:
         """The frequent check of running jobs (amount, budget, timeout, channel closed)."""
@@ -68,12 +84,13 @@ class Rebalancer:
             if acquired:
                 self._pass_lock.release()
 
-    def _run_pass(self, channels, flows, sling_loaded, now, scid, amount_sats, force, outlooks) -> Dict[str, Any]:
+    def _run_pass(self, channels, flows, sling_loaded, now, scid, amount_sats, force,
+                  sling_problem, outlooks) -> Dict[str, Any]:
         manual = scid is not None
         by_scid = {c.short_channel_id: c for c in channels}
         if manual:
             self._check_request(scid, amount_sats, by_scid)
-        refusal = self._refusal(sling_loaded)
+        refusal = self._refusal(sling_loaded, sling_problem)
         if refusal and manual:   # refused before anything is touched
             raise UserError(refusal, REBALANCE_REFUSED)
         ended = self.jobs.watch(by_scid, now) if sling_loaded else []
@@ -126,9 +143,9 @@ class Rebalancer:
                 raise UserError(f"amount_sats must be between 1 and {limit} (revenue-ops-rebalance-"
                                 f"max-amount-sats), got {amount_sats}")
 
-    def _refusal(self, sling_loaded: bool) -> Optional[str]:
+    def _refusal(self, sling_loaded: bool, sling_problem: Optional[str] = None) -> Optional[str]:
         if not sling_loaded:
-            return "sling plugin not loaded: rebalancing is disabled"
+            return sling_problem or "sling plugin not loaded: rebalancing is disabled"
         try:
             funds = self.node.funds_msat()
         except NodeError as e:
@@ -158,6 +175,9 @@ class Rebalancer:
                 self.log(f"rebalance of {d.short_channel_id} skipped: {e}", "info")
                 continue
             except NodeError as e:
+                if manual and e.code is None:
+                    raise UserError(f"sling did not answer ({e.message}); the job is watched and its"
+                                    f" reservation held", REBALANCE_REFUSED)
                 if manual:
                     raise UserError(f"sling refused the job: {e.message}", REBALANCE_REFUSED)
                 self.log(f"rebalance of {d.short_channel_id} not started: {e}", "warn")
@@ -185,17 +205,26 @@ class Rebalancer:
 
     # --- status --------------------------------------------------------------------
     def status(self, now: float) -> Dict[str, Any]:
+        """From the database and what the watch keeps: no RPC (answers while sling hangs)."""
         spent, reserved = self.db.budget_usage(now)
+        outside_msat, outside_at = self.db.outside_spend(now)
         limit = self.config.daily_budget_sats * 1000
+        budget = {"limit_sats": self.config.daily_budget_sats, "spent_24h_sats": spent // 1000,
+                  "reserved_sats": reserved // 1000,
+                  "available_sats": max(0, limit - spent - reserved) // 1000}
+        if outside_msat:   # the ledger was rebuilt from sling's stats (a lost database)
+            budget["counted_from_sling_stats_sats"] = -(-outside_msat // 1000)
+            budget["counted_from_sling_stats_until"] = outside_at + BUDGET_WINDOW_SECONDS
+        ending = dict(self.jobs.ending)
         return {
-            "budget": {"limit_sats": self.config.daily_budget_sats, "spent_24h_sats": spent // 1000,
-                       "reserved_sats": reserved // 1000,
-                       "available_sats": max(0, limit - spent - reserved) // 1000},
+            "budget": budget,
             "active_jobs": [{"job_id": j["id"], "scid": j["scid"], "amount_sats": j["amount_msat"] // 1000,
                              "max_ppm": j["max_ppm"], "started_at": j["started_at"],
                              "moved_sats": j["moved_msat"] // 1000, "fee_paid_sats": j["fee_paid_msat"] // 1000,
                              "reserved_sats": j["reserved_msat"] / 1000, "candidates": j["candidates"],
-                             "manual": j["manual"]} for j in self.db.running_jobs()],
+                             "manual": j["manual"],
+                             "stopping": ending[j["id"]][1] if j["id"] in ending else None}
+                            for j in self.db.running_jobs()],
             "recent_jobs": self.db.recent_jobs(10),
         }
 

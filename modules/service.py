@@ -17,11 +17,12 @@ from modules.fee_cycle import FeeCycle
 from modules.flow_analysis import FlowAnalyzer
 from modules.forward_events import Rejected, check_forward_event
 from modules.hydration import CREATED, UPDATED, ForwardSync, SyncResult
-from modules.job_manager import HygieneResult, cleanup_orphans
+from modules.job_manager import HygieneResult, runs
 from modules.models import LOCAL_FAILED, Channel
 from modules.node import NodeAdapter, NodeError
 from modules.rebalancer import Rebalancer
 from modules.scheduler import Loop, Scheduler
+from modules.sling_link import SlingLink
 
 Log = Callable[[str, str], None]
 
@@ -42,7 +43,7 @@ class Service:
         self.rebalancer: Optional[Rebalancer] = None
         self.fees: Optional[FeeCycle] = None
         self.scheduler = Scheduler()
-        self.hygiene: Optional[HygieneResult] = None
+        self.sling: Optional[SlingLink] = None
         self.hydration: Optional[SyncResult] = None
         self.plugins: List[str] = []
         self.channels: List[Channel] = []
@@ -60,6 +61,7 @@ class Service:
                                 log=lambda m: self.log(m, "info"))
         self.flow = FlowAnalyzer(self.db, self.config)
         self.rebalancer = Rebalancer(self.node, self.db, self.config, self.log)
+        self.sling = SlingLink(self.node, self.db, self.rebalancer, self.config, self.log, self.clock)
         self.fees = FeeCycle(self.node, self.db, self.config, self.log)
         jitter = self.config.loop_jitter_percent / 100
         for name, cycle, interval in (
@@ -75,11 +77,10 @@ class Service:
 
     def _startup(self) -> None:
         try:
-            self.plugins = self._plugin_names() or []
-            self.hygiene = cleanup_orphans(self.node, self.sling_loaded, self.log, self.config.dry_run)
-            leftover = self.rebalancer.jobs.stop_all("still open when the plugin restarted", self.clock())
-            if leftover:
-                self.log(f"Reconciled {leftover} rebalance jobs left open by an earlier run", "info")
+            plugins = self._plugin_names()
+            self.plugins = plugins or []
+            # Hygiene, jobs left open, the ledger: before any pass (again whenever sling returns).
+            self.sling.refresh(plugins)
             self.phase = HYDRATING
             self.log("Hydration: reading forwarding history from the node", "info")
             self.hydration = self.sync.catch_up()
@@ -102,8 +103,8 @@ class Service:
             return None
 
     @property
-    def sling_loaded(self) -> bool:
-        return "sling" in self.plugins
+    def hygiene(self) -> Optional[HygieneResult]:
+        return self.sling.hygiene if self.sling else None
 
     def _refresh_channels(self) -> List[Channel]:
         self.channels = self.node.list_channels()
@@ -131,7 +132,8 @@ class Service:
         channels = self._refresh_channels()
         now = self.clock()
         # a known refill price counts in the liquidity price only when refills can be bought
-        refills = self.sling_loaded and not self.config.dry_run and self.rebalancer.budget_available_msat(now) > 0
+        refills = (self.sling.refusal is None and not self.config.dry_run
+                   and self.rebalancer.budget_available_msat(now) > 0)
         return self.fees.run(channels, self.flow.flows, self.plugins, now, refills_available=refills)
 
     def fee_report(self, scid: Optional[str]) -> Dict[str, Any]:
@@ -146,14 +148,20 @@ class Service:
                 "started": len(result.get("started", [])), "ended": len(result["ended"])}
 
     def watch_jobs(self) -> Dict[str, Any]:
-        """Frequent: sling jobs are checked between passes, so none outruns its reservation."""
+        """Frequent: notices sling arriving (or coming back) and does its arrival duties at
+        once; checks our sling jobs between passes (their cost, their end)."""
         try:
             self.db.check_present()
         except DatabaseGone:
             self._stand_down_jobs()
             raise
-        if not self.db.running_jobs():
-            return {"running": 0, "ended": 0}
+        plugins = self._plugin_names()   # one cheap call
+        if plugins is not None:
+            self.plugins = plugins
+        self.sling.refresh(plugins)
+        if not self.sling.loaded or not self.db.running_jobs():
+            # without sling its jobs are gone with it; they are reconciled when it returns
+            return {"running": len(self.db.running_jobs()), "ended": 0}
         try:
             channels = self._refresh_channels()
         except NodeError as e:
@@ -163,11 +171,11 @@ class Service:
         return {"running": len(self.db.running_jobs()), "ended": len(ended)}
 
     def _stand_down_jobs(self) -> None:
-        """The database file is gone: no job can be watched or charged any more, so they stop
-        (start-up hygiene left sling only the jobs we started)."""
-        if self._jobs_stood_down or self.config.dry_run or not self.sling_loaded:
+        """The database file is gone: no job can be watched or charged any more, so the sling
+        tasks still paying stop (start-up hygiene left sling only the jobs we started)."""
+        if self._jobs_stood_down or self.config.dry_run or not (self.sling and self.sling.loaded):
             return
-        scids = sorted(self.node.sling_jobs())
+        scids = sorted(scid for scid, states in self.node.sling_tasks().items() if runs(states))
         for scid in scids:
             self.node.sling_stop(scid)
         self._jobs_stood_down = True
@@ -176,12 +184,14 @@ class Service:
     def rebalance(self, scid: Optional[str], amount_sats: Optional[int], force: bool) -> Dict[str, Any]:
         """An automatic pass (scid None) or the evaluation of one channel, on fresh channels."""
         self.db.check_present()
-        self.plugins = self._plugin_names() or self.plugins   # sling may have been started since
-        if self.sling_loaded and not (self.hygiene and self.hygiene.sling_loaded):
-            self.hygiene = cleanup_orphans(self.node, True, self.log, self.config.dry_run)
+        plugins = self._plugin_names()   # sling may have been started (or stopped) since
+        if plugins is not None:
+            self.plugins = plugins
+        ready = self.sling.refresh(plugins)
         channels = self._refresh_channels()
-        return self.rebalancer.run_pass(channels, self.flow.flows, self.sling_loaded, self.clock(),
+        return self.rebalancer.run_pass(channels, self.flow.flows, ready, self.clock(),
                                         scid=scid, amount_sats=amount_sats, force=force,
+                                        sling_problem=self.sling.refusal,
                                         outlooks=self.fees.demand_outlooks())
 
     def require_running(self) -> None:
@@ -226,7 +236,7 @@ class Service:
             "startup_error": self.startup_error,
             "loops": self.scheduler.stats(),
             "database": self._database_status(),
-            "sling": self._sling_status(),
+            "sling": self.sling.status() if self.sling else {"loaded": False},
             "startup_hygiene": self.hygiene.to_dict() if self.hygiene else None,
             "rebalancing": self._rebalancing_status(),
             "fees": self.fees.last_result if self.fees else None,
@@ -262,15 +272,6 @@ class Service:
             return self.rebalancer.status(self.clock())
         except (DatabaseGone, sqlite3.Error) as e:
             return {"error": f"cannot read the budget and jobs: {e}"}
-
-    def _sling_status(self) -> Dict[str, Any]:
-        if not self.sling_loaded:
-            return {"loaded": False, "jobs": 0, "rebalancing": "disabled: sling plugin not loaded"}
-        try:
-            jobs = len(self.node.sling_jobs())
-        except NodeError as e:
-            return {"loaded": True, "jobs": None, "error": str(e)}
-        return {"loaded": True, "jobs": jobs, "rebalancing": "enabled"}
 
     # --- shutdown --------------------------------------------------------------
     def stop(self) -> None:

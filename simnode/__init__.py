@@ -170,9 +170,17 @@ class SimNode:
 
     # ---- faults and call log ----------------------------------------------------
     def fault(self, method, kind, **kw):
-        """kind "error" (code=-1, message, data), "hang" (seconds), "old_shapes".
-        Optional times=N: the fault applies to the next N calls only."""
+        """kind "error" (code=-1, message, data), "hang" (seconds), "old_shapes", or
+        "random" (error_rate, hang_rate, seconds: a number or a (low, high) range, seed,
+        code, message): each call draws an error, a hang or a normal answer.
+        Optional times=N: the fault applies to the next N calls only; when=predicate:
+        only to calls whose params (list, dict or None) it returns true for."""
         self.state.set_fault(method, kind, **kw)
+
+    def faults_injected(self):
+        """{(method, kind): count} of the faults applied to calls so far."""
+        with self.state.lock:
+            return dict(self.state.faults_injected)
 
     def clear_faults(self, method=None):
         self.state.clear_faults(method)

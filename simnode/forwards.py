@@ -118,7 +118,7 @@ class ForwardStore:
                              out_msat + fee_msat, None if local_fail else out_msat,
                              STATUS_CODES["local_failed" if local_fail else "offered"],
                              failcode, style, rt))
-            self._bump("created", 1, self._details(ci))
+            self._bump("created", 1, lambda: self._details(ci))
             if status in ("settled", "failed"):
                 self._resolve(ci, status, rt + 0.1 if resolved_time is None else resolved_time)
             return ci
@@ -131,7 +131,7 @@ class ForwardStore:
             inm, outm = self.db.execute("SELECT in_msat, out_msat FROM forwards WHERE "
                                         "created_index=?", (ci,)).fetchone()
             self.fees_collected_msat += inm - outm
-        self._bump("updated", 1, self._details(ci))
+        self._bump("updated", 1, lambda: self._details(ci))
         return ui
 
     def resolve(self, ci, status="settled", resolved_time=None):
@@ -228,13 +228,14 @@ class ForwardStore:
 
     # ---- wait -----------------------------------------------------------
     def _bump(self, index, n, details=None):
+        """details: a callable giving the forward's wait details, read only if someone waits."""
         self.indexes[index] += n
         val = self.indexes[index]
         for w in self._waiters:
             if w["index"] == index and w["result"] is None and val >= w["next"]:
                 res = {"subsystem": "forwards", index: val}
                 if details:
-                    res["forwards"] = details
+                    res["forwards"] = details()
                 w["result"] = res
                 w["event"].set()
 

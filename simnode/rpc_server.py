@@ -231,7 +231,7 @@ def h_clboss_unmanage(node, params):
 def dispatch(node, method, params, client_id=None):
     """Answer one request: returns a dict with either "result" or "error"."""
     node.state.record_call(method, params)
-    fault = node.state.take_fault(method)
+    fault = node.state.take_fault(method, params)
     old = False
     if fault:
         if fault["kind"] == "error":

@@ -28,7 +28,23 @@ src/rpc_sling.rs, src/stats.rs, src/model.rs; Cargo version 4.2.1):
   sat_direction is "Pull" / "Push" (Rust variant names); amounts are msat (sats*1000);
   jobs on channels not in CHANNELD_NORMAL are dropped.  Unknown scid: "channel not found".
 * sling-go [scid] -> {"tasks_started": n, "tasks_failed_start:": 0} (sic, key has a colon);
-  "No jobs found", "Shortchannelid not found in jobs".
+  "No jobs found", "Shortchannelid not found in jobs".  A channel with a running once-job
+  is skipped (counted in tasks_failed_start:).
+* sling-once (keyword params only): sling-job's keys plus "onceamount" (sats), "target"
+  refused ("`target` can not be used with `sling-once`"); "Missing onceamount",
+  "onceamount must be a positive integer", "onceamount must be greater than 0",
+  "onceamount must be a multiple of amount. onceamount: <sat>, amount: <sat>"; then
+  "Channel <scid> has not enough capacity to pull <onceamount msat>msat" (receivable, or
+  spendable for push), "There is already a job for that scid!" (a sling-job exists),
+  "There is already a job for that scid running!".  Result {"result": "started"}; no
+  sling-go.  Its tasks pay one `amount` at a time and count every payment before making
+  it (under a lock, parallel tasks included), giving it back when it fails, and stop
+  ("Balanced") once one more would pass onceamount: what it moves never exceeds
+  onceamount, and each payment's effective ppm (rounded up) is <= maxppm.  A failed route
+  ends the attempt and it tries again; it runs until done or sling-stop / sling-deletejob.
+  Once-jobs are not in sling-jobsettings; `sling-stats true` lists them (normal channels
+  only) with their task states; sling-job on that channel fails with "Once-job is
+  currently running for this channel" while it runs.  A sling restart forgets them.
 * sling-stop [scid] -> {"stopped_count": n};  sling-deletejob job|"all" [delete_stats]
   -> {"result": "success"};  sling-version -> {"version": "v4.2.1"}.
 * sling-stats <scid> true -> {"successes_in_time_window": S|null, "failures_in_time_window": F|null}
@@ -53,6 +69,7 @@ src/rpc_sling.rs, src/stats.rs, src/model.rs; Cargo version 4.2.1):
 """
 import json
 import math
+import random
 import threading
 import time
 from collections import Counter
@@ -65,6 +82,8 @@ DEFAULT_PCT, DEFAULT_AMT_MSAT = 0.2, 2_000_000_000
 WINDOW_DAYS = 30
 JOB_KEYS = ("scid", "direction", "amount", "maxppm", "outppm", "target", "maxhops",
             "candidates", "depleteuptopercent", "depleteuptoamount", "paralleljobs")
+ONCE_KEYS = JOB_KEYS + ("onceamount",)
+STOPPED_STATES = ("Stopped", "Stopping", "Error", "ChanNotNormal")
 
 
 def fail(msg):
@@ -122,8 +141,11 @@ class SimSling:
         self.jobs = {}              # scid -> Job in sling's serialized form
         self.tasks = {}             # scid -> list of task states, index = task number - 1
         self.successes, self.failures = {}, {}
+        self.once = {}              # scid -> {"job", "onceamount_msat", "total_msat", "done"}
         self.effective_ppm = 300
+        self.payments_per_step = 1  # > 1: each task pays that many times per step (a fast sling)
         self.unroutable = set()
+        self.costs = None           # a RefillCosts: per-attempt costs and failures instead
         self.hops = 3
         self._interval = None
         self._stop = threading.Event()
@@ -136,15 +158,16 @@ class SimSling:
 
     @step_interval.setter
     def step_interval(self, seconds):
-        """None = only manual step(); a number starts a thread stepping that often."""
+        """None = only manual step(); a number starts a thread stepping that often; 0 steps
+        in a tight loop (a sling that pays as fast as it can)."""
         self._interval = seconds
-        if seconds and not (self._thread and self._thread.is_alive()):
+        if seconds is not None and not (self._thread and self._thread.is_alive()):
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="sling-stepper", daemon=True)
             self._thread.start()
 
     def _run(self):
-        while self._interval and not self._stop.wait(self._interval):
+        while self._interval is not None and not self._stop.wait(self._interval or 0.0005):
             self.step()
 
     def close(self):
@@ -163,7 +186,7 @@ class SimSling:
 
     # ---- RPC methods (params are raw: list or dict, like a plugin gets them) ----
     def call(self, method, params):
-        handler = {"sling-job": self.rpc_job, "sling-go": self.rpc_go,
+        handler = {"sling-job": self.rpc_job, "sling-go": self.rpc_go, "sling-once": self.rpc_once,
                    "sling-stop": self.rpc_stop, "sling-deletejob": self.rpc_deletejob,
                    "sling-jobsettings": self.rpc_jobsettings, "sling-stats": self.rpc_stats,
                    "sling-version": lambda p: {"version": VERSION},
@@ -182,11 +205,46 @@ class SimSling:
                 raise fail(f"Invalid argument: {key}")
         job, scid = self._parse_job(params)
         self._normal_channel(scid)
+        if self._once_running(scid):
+            raise fail("Once-job is currently running for this channel")
         self._stop_tasks(scid)
+        self.once.pop(scid, None)
         self.jobs[scid] = job
         return {"result": "success"}
 
-    def _parse_job(self, p):
+    def rpc_once(self, params):
+        if not isinstance(params, dict):
+            raise fail(f"Expected an object! Got {json.dumps(params)} instead")
+        for key in params:
+            if key not in ONCE_KEYS:
+                raise fail(f"Invalid argument: {key}")
+        if "target" in params:
+            raise fail("`target` can not be used with `sling-once`")
+        job, scid = self._parse_job(params, once=True)
+        ch = self._normal_channel(scid)
+        spendable, receivable = self.state._spendable(ch)
+        pull = job["sat_direction"] == "Pull"
+        if (receivable if pull else spendable) < job["onceamount_msat"]:
+            raise fail(f"Channel {scid} has not enough capacity to "
+                       f"{'pull' if pull else 'push'} {job['onceamount_msat']}msat")
+        if scid in self._live_jobs():
+            raise fail("There is already a job for that scid!")
+        if scid in self.tasks and scid not in self.once:
+            raise fail("There is already a job for that scid! Please delete it first.")
+        if self._once_running(scid):
+            raise fail("There is already a job for that scid running!")
+        onceamount = job.pop("onceamount_msat")
+        self.once[scid] = {"job": job, "onceamount_msat": onceamount, "total_msat": 0,
+                           "done": False}
+        self.tasks[scid] = ["Starting"] * job.get("paralleljobs", 1)
+        return {"result": "started"}
+
+    def _once_running(self, scid):
+        once = self.once.get(scid)
+        return bool(once) and not once["done"] and any(
+            st not in STOPPED_STATES for st in self.tasks.get(scid, []))
+
+    def _parse_job(self, p, once=False):
         if "scid" not in p:
             raise fail("Missing scid")
         scid = _scid(p["scid"])
@@ -208,6 +266,16 @@ class SimSling:
         if "outppm" in p:
             job["outppm"] = _uint(p["outppm"], "outppm must be an integer")
         job["maxppm"] = _uint(p["maxppm"], "maxppm must be an integer")
+        if once:
+            if "onceamount" not in p:
+                raise fail("Missing onceamount")
+            total = _uint(p["onceamount"], "onceamount must be a positive integer") * 1000
+            if total == 0:
+                raise fail("onceamount must be greater than 0")
+            if total % amount:
+                raise fail(f"onceamount must be a multiple of amount. onceamount: "
+                           f"{total // 1000}, amount: {amount // 1000}")
+            job["onceamount_msat"] = total
         cands = self._parse_candidates(p.get("candidates"), direction)
         if cands is not None:
             job["candidates"] = cands
@@ -283,8 +351,12 @@ class SimSling:
             jobs = {s: j for s, j in jobs.items() if s == scid}
             if not jobs:
                 raise fail("Shortchannelid not found in jobs")
-        started = 0
+        started = failed = 0
         for s, job in jobs.items():
+            if self._once_running(s):
+                failed += job.get("paralleljobs", 1)
+                continue
+            self.once.pop(s, None)
             tasks = self.tasks.setdefault(s, [])
             for i in range(job.get("paralleljobs", 1)):
                 if i >= len(tasks):
@@ -293,7 +365,7 @@ class SimSling:
                 elif tasks[i] in ("Stopped", "Error", "ChanNotNormal", "NotStarted"):
                     tasks[i] = "Starting"
                     started += 1
-        return {"tasks_started": started, "tasks_failed_start:": 0}
+        return {"tasks_started": started, "tasks_failed_start:": failed}
 
     def _stop_tasks(self, scid=None):
         count = 0
@@ -322,11 +394,12 @@ class SimSling:
             raise fail("invalid string for deleting job(s)")
         if isinstance(delete_stats, str):
             delete_stats = delete_stats == "true"
-        scids = list(self.jobs) if job == "all" else [_scid(job)]
+        scids = list(set(self.jobs) | set(self.tasks)) if job == "all" else [_scid(job)]
         for s in scids:
             self._stop_tasks(s)
             self.jobs.pop(s, None)
             self.tasks.pop(s, None)
+            self.once.pop(s, None)
             if delete_stats:
                 self.successes.pop(s, None)
                 self.failures.pop(s, None)
@@ -380,7 +453,10 @@ class SimSling:
                 return res
             text = "\n".join(f"{k}: {json.dumps(v)}" for k, v in res.items())
             return {"format-hint": "simple", "result": text}
-        rows = [self._summary(s) for s in self._live_jobs()]
+        scids = list(self._live_jobs()) + [
+            s for s in self.once if s not in self.jobs
+            and self.state.channels.get(s, {}).get("state") in NORMAL_STATES]
+        rows = [self._summary(s) for s in scids]
         rows.sort(key=lambda r: r["alias"].lower())
         if as_json:
             return rows
@@ -448,38 +524,49 @@ class SimSling:
 
     # ---- liquidity movement ---------------------------------------------
     def step(self, now=None):
-        """One rebalance attempt per running task; returns what happened (list of dicts)."""
+        """Rebalance attempts of every running task (`payments_per_step` each, one by
+        default); returns what happened (list of dicts)."""
         now = time.time() if now is None else now
         done = []
         with self.state.lock:
             for scid, tasks in self.tasks.items():
-                job = self.jobs.get(scid)
-                for i, st in enumerate(tasks):
-                    if job is None or st in ("Stopped", "Stopping", "Error", "ChanNotNormal"):
-                        continue
-                    tasks[i], result = self._attempt(scid, job, now)
-                    if result:
+                once = self.once.get(scid)
+                job = once["job"] if once else self.jobs.get(scid)
+                for i in range(len(tasks)):
+                    for _ in range(self.payments_per_step):
+                        if job is None or tasks[i] in STOPPED_STATES or once and once["done"]:
+                            break
+                        if once and once["total_msat"] + job["amount_msat"] > once["onceamount_msat"]:
+                            tasks[i], once["done"] = "Balanced", True   # sling-once: done
+                            break
+                        tasks[i], result = self._attempt(scid, job, now, once is not None)
+                        if not result:
+                            break
                         done.append(result)
+                        if once and result["ok"]:
+                            once["total_msat"] += job["amount_msat"]
         return done
 
-    def _attempt(self, scid, job, now):
+    def _attempt(self, scid, job, now, once=False):
         ch = self.state.channels.get(scid)
         if ch is None or ch["state"] not in NORMAL_STATES:
             return "ChanNotNormal", None
         pull = job["sat_direction"] == "Pull"
         amount = job["amount_msat"]
-        if self._balanced(ch, job, pull):
+        if self._balanced(ch, job, pull, once):
             return "Balanced", None
         if not ch["connected"]:
             return "Disconnected", None
         cands = self._candidates(scid, job, pull)
         if not cands:
             return "NoCandidates", None
-        if self.effective_ppm > job["maxppm"]:
+        ppm, routed = (self.effective_ppm, scid not in self.unroutable) if self.costs is None \
+            else self.costs.draw(scid)
+        if ppm > job["maxppm"]:
             return "NoCheapRoute", None
         partner = cands[0]
-        fee = amount * self.effective_ppm // 1_000_000
-        if scid in self.unroutable:
+        fee = amount * ppm // 1_000_000
+        if not routed:
             self.failures.setdefault(scid, []).append({
                 "amount_msat": amount, "failure_reason": "WIRE_TEMPORARY_CHANNEL_FAILURE",
                 "failure_node": ch["peer_id"], "channel_partner": partner["scid"],
@@ -490,18 +577,19 @@ class SimSling:
         src["local_msat"] -= amount + fee
         dst["local_msat"] += amount
         self.successes.setdefault(scid, []).append({
-            "amount_msat": amount, "fee_ppm": self.effective_ppm,
+            "amount_msat": amount, "fee_ppm": ppm,
             "channel_partner": partner["scid"], "hops": self.hops, "completed_at": int(now)})
         return "Rebalancing", {"scid": scid, "partner": partner["scid"], "ok": True,
                                "amount_msat": amount, "fee_msat": fee}
 
     @staticmethod
-    def _balanced(ch, job, pull):
-        """Job.is_balanced() plus health_check's 'cannot move one more amount' rule."""
+    def _balanced(ch, job, pull, once=False):
+        """Job.is_balanced() plus health_check's 'cannot move one more amount' rule
+        (a once-job's target is the whole capacity)."""
         total = ch["capacity_msat"]
-        cap = int(total * job.get("target", 0.5))
+        cap = total if once else int(total * job.get("target", 0.5))
         reserve = ch["their_reserve_msat"] if pull else ch["our_reserve_msat"]
-        if cap >= total - reserve - 1000:
+        if not once and cap >= total - reserve - 1000:
             cap = total - reserve - 2000
         local = ch["local_msat"]
         if pull:
@@ -521,6 +609,8 @@ class SimSling:
             other = self.jobs.get(s)
             if other and other["sat_direction"] == job["sat_direction"]:
                 continue
+            if self._once_running(s) and self.once[s]["job"]["sat_direction"] == job["sat_direction"]:
+                continue   # sling excludes a running once-job's channel from its direction
             if ch["state"] not in NORMAL_STATES or not ch["connected"]:
                 continue
             target = max(amount + 10_000_000, min(int(pct * ch["capacity_msat"]), floor_amt))
@@ -533,3 +623,27 @@ class SimSling:
             out.append(ch)
         out.sort(key=lambda c: -(c["local_msat"] if pull else c["capacity_msat"] - c["local_msat"]))
         return out
+
+
+class RefillCosts:
+    """What a rebalance into each channel costs, attempt by attempt (set SimSling.costs).
+
+    Each destination has a median cost in ppm (unknown ones: default_ppm); one attempt's
+    cheapest route costs that median times log-normal noise (sigma). An attempt above the
+    job's maxppm finds no cheap route (task state NoCheapRoute, nothing recorded, as sling);
+    one within it fails with probability fail_share (a payment that failed on the way,
+    recorded in the failure stats), else it pays.
+    """
+
+    def __init__(self, median_ppm, sigma=0.3, fail_share=0.1, seed=1, default_ppm=300):
+        self.median_ppm = dict(median_ppm)
+        self.sigma = sigma
+        self.fail_share = fail_share
+        self.default_ppm = default_ppm
+        self.rng = random.Random(f"refill-{seed}")
+
+    def draw(self, scid):
+        """(ppm of the cheapest route now, whether the payment gets through)."""
+        median = self.median_ppm.get(scid, self.default_ppm)
+        ppm = max(0, int(round(median * self.rng.lognormvariate(0.0, self.sigma))))
+        return ppm, self.rng.random() >= self.fail_share

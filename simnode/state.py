@@ -7,6 +7,7 @@ one re-entrant lock because the RPC server answers from many threads.
 """
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -64,6 +65,15 @@ def badparam(name, msg, value):
     return SimRpcError(INVALID_PARAMS, f"{name}: {msg}: invalid token '{json.dumps(value)}'")
 
 
+def balance_holdbacks(ch):
+    """(msat of our side that cannot be sent, msat of theirs that cannot be received, largest
+    HTLC): the reserve plus, for the opener, the commitment fee buffer. The market simulator
+    (simnode/market.py) uses the same rule to decide whether a forward fits."""
+    local_fee = COMMIT_FEE_MSAT if ch["opener"] == "local" else 0
+    return (ch["our_reserve_msat"] + local_fee,
+            ch["their_reserve_msat"] + COMMIT_FEE_MSAT - local_fee, ch["htlc_max_msat"])
+
+
 class NodeState:
     def __init__(self, node_id=None, alias="SIMNODE-" + VERSION):
         self.lock = threading.RLock()
@@ -76,6 +86,7 @@ class NodeState:
         self.loaded = set()         # fake plugins: "sling", "clboss"
         self.clboss_unmanaged = {}  # nodeid -> tags string
         self._faults = {}
+        self.faults_injected = {}   # (method, kind) -> count of faults actually applied
         self._calls = []
         self._seq = 0
 
@@ -158,8 +169,16 @@ class NodeState:
 
     # ---- faults and call log -------------------------------------------
     def set_fault(self, method, kind, **kw):
-        if kind not in ("error", "hang", "old_shapes"):
+        """kind "random" draws each call: an error with probability error_rate, else a
+        hang of `seconds` (a number or a (low, high) range) with probability hang_rate,
+        else a normal answer; seed makes the draws repeatable."""
+        if kind not in ("error", "hang", "old_shapes", "random"):
             raise ValueError(f"unknown fault kind {kind}")
+        if kind == "random":
+            rates = (kw.get("error_rate", 0.0), kw.get("hang_rate", 0.0))
+            if min(rates) < 0 or sum(rates) > 1:
+                raise ValueError("error_rate and hang_rate must be >= 0 and add up to at most 1")
+            kw["rng"] = random.Random(kw.pop("seed", None))
         with self.lock:
             self._faults[method] = dict(kw, kind=kind)
 
@@ -170,15 +189,38 @@ class NodeState:
             else:
                 self._faults.pop(method, None)
 
-    def take_fault(self, method):
-        """The fault for this call, if any; a fault with times=N clears itself after N uses."""
+    def take_fault(self, method, params=None):
+        """The fault for this call, if any; a fault with times=N clears itself after N uses;
+        one with when=predicate applies only to calls whose params it accepts. A random
+        fault is resolved here into an error, a hang or nothing."""
         with self.lock:
             fault = self._faults.get(method)
+            if fault and "when" in fault and not fault["when"](params):
+                return None
             if fault and "times" in fault:
                 fault["times"] -= 1
                 if fault["times"] <= 0:
                     del self._faults[method]
+            if fault and fault["kind"] == "random":
+                fault = self._draw(fault)
+            if fault:
+                key = (method, fault["kind"])
+                self.faults_injected[key] = self.faults_injected.get(key, 0) + 1
             return dict(fault) if fault else None
+
+    @staticmethod
+    def _draw(fault):
+        rng = fault["rng"]
+        x = rng.random()
+        if x < fault.get("error_rate", 0.0):
+            return {"kind": "error", "code": fault.get("code", -1),
+                    "message": fault.get("message", "injected fault")}
+        if x < fault.get("error_rate", 0.0) + fault.get("hang_rate", 0.0):
+            seconds = fault.get("seconds", 1.0)
+            if isinstance(seconds, (tuple, list)):
+                seconds = rng.uniform(*seconds)
+            return {"kind": "hang", "seconds": seconds}
+        return None
 
     def record_call(self, method, params):
         with self.lock:
@@ -196,12 +238,9 @@ class NodeState:
     def _spendable(self, ch):
         if ch["state"] not in NORMAL_STATES:
             return 0, 0
-        remote = ch["capacity_msat"] - ch["local_msat"]
-        local_fee = COMMIT_FEE_MSAT if ch["opener"] == "local" else 0
-        remote_fee = COMMIT_FEE_MSAT - local_fee
-        spendable = max(0, ch["local_msat"] - ch["our_reserve_msat"] - local_fee)
-        receivable = max(0, remote - ch["their_reserve_msat"] - remote_fee)
-        cap = ch["htlc_max_msat"]
+        held_local, held_remote, cap = balance_holdbacks(ch)
+        spendable = max(0, ch["local_msat"] - held_local)
+        receivable = max(0, ch["capacity_msat"] - ch["local_msat"] - held_remote)
         return min(spendable, cap), min(receivable, cap)
 
     def _htlcs(self, ch):

@@ -45,7 +45,6 @@ def test_every_option_is_registered_with_a_lightningd_type_and_a_valid_default()
     assert len(registered) == len(OPTIONS)
     for name, option in registered.items():
         assert name.startswith("revenue-ops-")
-        assert option["opt_type"] in ("int", "bool", "string")
-        if option["opt_type"] == "string":
-            assert isinstance(option["default"], str)
+        # strings only: lightningd would refuse to start on a typed option it cannot parse
+        assert option["opt_type"] == "string" and isinstance(option["default"], str)
     build_config({name: o["default"] for name, o in registered.items()}, "/ld")

@@ -341,25 +341,33 @@ def test_prune_state_drops_closed_channels():
 
 # --- convergence on a simulated channel ------------------------------------------------------------
 def test_converges_near_the_optimum_and_then_stays_quiet():
-    from bench.market import ExponentialDemand, Market, SimChannel
+    from simnode.market import ChannelSpec, ExponentialDemand, MarketSim, channel_records, custom_market
+    from simnode.state import make_pubkey
+    curve, idle = ExponentialDemand(8.0, 400.0), ExponentialDemand(1e-9, 1.0)
+    ours = ChannelSpec("700000x1x0", make_pubkey("a"), 10**10, 6 * 10**9, "balanced", 0.0,
+                       AMOUNT_MSAT // 4, (curve, curve), 50, 0.0)
+    entry = ChannelSpec("700001x1x0", make_pubkey("b"), 10**10, 5 * 10**9, "balanced", 1.0,
+                        AMOUNT_MSAT // 4, (idle, idle), 50, 0.0)
     shares, rates = [], []
     for seed in (1, 2, 3):
-        ch = SimChannel("700000x1x0", "02aa", 10**10, 6 * 10**9, ExponentialDemand(8.0, 400.0),
-                        AMOUNT_MSAT // 4, fee_ppm=50)
-        market, state, sets = Market([ch], seed), None, []
-        opt = ch.expected_revenue_msat_per_hour(400)
+        market = custom_market([ours, entry], seed, days=20, drains=False)
+        sim = MarketSim(market, channel_records(market))
+        state, sets, marks = None, [], [(0.0, 0, 0)]     # (hour, earned msat, forwards) so far
+        opt = ours.expected_msat_per_hour(400, 0)
         got = []
         for k in range(20 * 48):
             t = k * 0.5
             if t >= 7 * 24:
-                got.append(ch.expected_revenue_msat_per_hour(ch.fee_ppm) / opt)
-            market.step(t, 0.5)
+                got.append(ours.expected_msat_per_hour(sim.fee_ppm[0], 0) / opt)
+            sim.advance((t + 0.5) * H)
+            marks.append((t + 0.5, sim.earned_msat[0], sim.settled[0]))
             since = (state.last_change_at - T0) / H if state else t + 0.5
-            earned, forwards = ch.earned_since(since)
-            d = decide_fee(FeeInputs(ch.to_channel(), None, earned, True, None, forwards), state,
-                           CFG, T0 + (t + 0.5) * H)
+            _, earned0, count0 = next(m for m in marks if m[0] >= since - 1e-9)
+            d = decide_fee(FeeInputs(chan(fee=sim.fee_ppm[0], local_ratio=0.6), None,
+                                     sim.earned_msat[0] - earned0, True, None, sim.settled[0] - count0),
+                           state, CFG, T0 + (t + 0.5) * H)
             if d.action == "set":
-                ch.fee_ppm = d.new_fee_ppm
+                sim.fee_ppm[0] = d.new_fee_ppm
                 sets.append(t)
             state = d.new_state
         shares.append(sum(got) / len(got))

@@ -193,6 +193,31 @@ def test_error_hang_and_call_log(node):
     assert node.calls_of("listfunds") == [{}, {}]
 
 
+def test_random_faults_draw_errors_hangs_and_answers_and_are_counted(node):
+    rpc = rpc_of(node)
+    node.fault("listfunds", "random", error_rate=0.3, hang_rate=0.2, seconds=(0.01, 0.02),
+               seed=7, message="chaos")
+    outcomes = {"error": 0, "answer": 0}
+    t0 = time.monotonic()
+    for _ in range(200):
+        try:
+            assert rpc.listfunds() == {"outputs": [], "channels": []}  # a hang still answers
+            outcomes["answer"] += 1
+        except RpcError as e:
+            assert e.error == {"code": -1, "message": "chaos"}
+            outcomes["error"] += 1
+    injected = node.faults_injected()
+    assert injected[("listfunds", "error")] == outcomes["error"]
+    assert 30 <= outcomes["error"] <= 90                       # ~60 of 200
+    assert 15 <= injected[("listfunds", "hang")] <= 70         # ~40 of 200
+    assert time.monotonic() - t0 >= 0.01 * injected[("listfunds", "hang")]
+    node.clear_faults()
+    assert rpc.listfunds() == {"outputs": [], "channels": []}
+    assert node.faults_injected() == injected
+    with pytest.raises(ValueError):
+        node.fault("listfunds", "random", error_rate=0.8, hang_rate=0.5)
+
+
 def test_unknown_command_and_missing_sling(node):
     rpc = rpc_of(node)
     assert rpc_error(rpc.call, "nosuchcommand") == sample("error_unknown.json")
@@ -346,6 +371,48 @@ def test_sling_job_lifecycle(node):
     assert rpc.call("sling-stop", [dest]) == {"stopped_count": 1}
     assert rpc.call("sling-deletejob", ["all"]) == {"result": "success"}
     assert rpc.call("sling-jobsettings") == {}
+
+
+def test_sling_once_moves_exactly_its_amount_and_stops(node):
+    rpc = rpc_of(node)
+    node.set_plugin_loaded("sling", True)
+    dest = node.add_channel(capacity_sats=2_000_000, local_sats=100_000, fee_ppm=800)
+    src = node.add_channel(capacity_sats=5_000_000, local_sats=4_500_000, fee_ppm=10)
+    once = {"scid": dest, "direction": "pull", "amount": 100_000, "maxppm": 500,
+            "candidates": [src], "onceamount": 300_000}
+    assert rpc_error(rpc.call, "sling-once", [dest])["message"].startswith("Expected an object!")
+    for change, message in (
+            ({"target": 0.5}, "`target` can not be used with `sling-once`"),
+            ({"onceamount": None}, "Missing onceamount"),
+            ({"onceamount": -5}, "onceamount must be a positive integer"),
+            ({"onceamount": 0}, "onceamount must be greater than 0"),
+            ({"onceamount": 250_000}, "onceamount must be a multiple of amount. onceamount: "
+                                      "250000, amount: 100000"),
+            ({"onceamount": 1_900_000}, f"Channel {dest} has not enough capacity to pull "
+                                        "1900000000msat"),
+            ({"speed": 1}, "Invalid argument: speed")):
+        params = {k: v for k, v in dict(once, **change).items() if v is not None}
+        err = rpc_error(rpc.call, "sling-once", params)
+        assert err["code"] == -32700 and err["message"] == message
+    assert rpc.call("sling-once", once) == {"result": "started"}
+    assert rpc_error(rpc.call, "sling-once", once)["message"] == \
+        "There is already a job for that scid running!"
+    job = {k: v for k, v in once.items() if k != "onceamount"}
+    assert rpc_error(rpc.call, "sling-job", job)["message"] == \
+        "Once-job is currently running for this channel"
+    assert rpc.call("sling-jobsettings") == {}                      # not a job
+    assert rpc.call("sling-stats", {"json": True})[0]["status"] == ["1:Starting"]
+    node.sling.payments_per_step = 10                                # pays as fast as it can
+    moves = node.sling.step() + node.sling.step()
+    assert len(moves) == 3 and node.channel(dest)["local_msat"] == 400_000_000
+    assert node.sling.state_of(dest) == ["Balanced"]
+    assert rpc.call("sling-stats", [dest, True])["successes_in_time_window"]["total_amount_sats"] \
+        == 300_000
+    assert rpc.call("sling-once", dict(once, onceamount=100_000)) == {"result": "started"}
+    assert rpc.call("sling-stop", [dest]) == {"stopped_count": 1}
+    assert node.sling.step() == [] and node.sling.state_of(dest) == ["Stopped"]
+    assert rpc.call("sling-deletejob", [dest]) == {"result": "success"}
+    assert rpc.call("sling-stats", {"json": True}) == []
 
 
 def test_sling_unroutable_and_background(node):

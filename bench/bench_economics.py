@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""Economic bench (issue 7): what the plugin earns in a simulated market, against what fixed
+fees chosen in hindsight would have earned on the same arrivals.
+
+The market (simnode/market.py): sparse demand (0.1-5 forwards/hour per channel at its best
+fee), channels that drain and refill (a forward needs the out channel's balance; refused
+ones reach the plugin as local_failed 4103), roles source / sink / balanced, a demand shift
+at mid-run on a third of the channels, and 14 days of pre-history at the start fees that
+the plugin hydrates. Markets:
+
+  high   12 channels, revenue-maximising fees 40-1500 ppm, start fee 100 (below most),
+         refill cost 50-1000 ppm
+  low    12 channels, best fees 5-100 ppm, start fee 50 (above most), refill 5-80 ppm
+  dense  20 channels, 1-20 forwards/h at zero fee, balances that do not move, one channel
+         undercut at mid-run (the old convergence bench's world); fees only
+
+The plugin (simnode/market_run.py) is the real one, in-process, on a simulated node: its
+start-up (hygiene, hydration), then its own flow / fee / rebalance loops and job watch at
+simulated times, every forward also delivered as a forward_event, sling simulated with
+per-destination refill costs. Variants: with sling loaded (as operators run it: the goals
+are judged on it), without sling (fees only), and left alone (start fees, no rebalancing).
+
+Scores are the whole run, warm-up included: the fees earned minus the rebalance fees paid,
+against (simnode/market_baselines.py, same arrivals, fixed fees, no rebalancing):
+the best single static fee, per-channel static fees in hindsight (coordinate descent) and
+the oracle (per channel and demand regime in hindsight: the shift known). For dense also
+the old convergence figure: expected revenue of the fees in force after a 14-day warm-up,
+as a share of each curve's revenue-maximising fee per regime.
+
+Goals (issue 7), 10 days: mean >= 1.0x hindsight and >= 1.3x best single static, worst
+seed >= 0.8x hindsight, on high and low; median <= 1 broadcast per channel per day; dense
+>= 90 % of the oracle. Printed, never asserted.
+
+    .venv/bin/python bench/bench_economics.py                  # the full default run (dense: 5 seeds)
+    .venv/bin/python bench/bench_economics.py --markets high --seeds 4 --dense-seeds 0
+    .venv/bin/python bench/bench_economics.py --markets low --seeds 1 --dense-seeds 0 --dump 1
+    .venv/bin/python bench/bench_economics.py --set fee_min_observation_hours=12
+
+From a tuning script: `evaluate("high", seed, days=10, overrides={...})` returns the
+figures of one seed; simnode.market_run.run_plugin and simnode.market_baselines.baselines
+are the parts.
+"""
+import argparse
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from simnode.market import (DAY, SAT, Market, best_fee, build_market,  # noqa: E402
+                            expected_msat, history_snapshot)
+from simnode.market_baselines import Baselines, baselines, static_run  # noqa: E402
+from simnode.market_run import PluginRun, run_plugin  # noqa: E402
+
+SLING, FEES, BASE = "sling", "fees", "baselines"
+WARMUP_DAYS = 14            # dense: the old convergence figure is scored after this
+GOALS = {"hindsight": 1.0, "single": 1.3, "worst_hindsight": 0.8, "broadcasts": 1.0, "dense_oracle": 0.90}
+
+
+# --- one task (a worker process runs it) -------------------------------------------------------
+def run_task(task: Tuple[str, int, float, str, Dict[str, Any]]):
+    kind, seed, days, what, overrides = task
+    cpu0 = time.process_time()
+    market = build_market(kind, seed, days=days)
+    if what == BASE:
+        result = baselines(market)
+    else:
+        result = run_plugin(market, sling=(what == SLING), overrides=overrides)
+    return task[:4], result, time.process_time() - cpu0
+
+
+def evaluate(kind: str, seed: int, days: float = 10, overrides: Optional[Dict[str, Any]] = None,
+             variants: Sequence[str] = (SLING, FEES)) -> Dict[str, Any]:
+    """One seed's figures, in this process (for tuning scripts)."""
+    results = {what: run_task((kind, seed, days, what, overrides or {}))[1] for what in (BASE, *variants)}
+    return seed_figures(build_market(kind, seed, days=days), results)
+
+
+# --- figures ---------------------------------------------------------------------------------------
+def broadcast_figures(run: PluginRun) -> Dict[str, Any]:
+    days = run.days
+    per_day = [len(ts) / days for ts in run.broadcasts]
+    most_in_a_day = 0
+    for ts in run.broadcasts:
+        counts: Dict[int, int] = {}
+        for t in ts:
+            counts[int(t // DAY)] = counts.get(int(t // DAY), 0) + 1
+        most_in_a_day = max([most_in_a_day, *counts.values()])
+    return {"median": statistics.median(per_day), "max": max(per_day), "most_in_a_day": most_in_a_day,
+            "per_channel": per_day}
+
+
+def most_in_24h(payments: Sequence[Tuple[float, int]]) -> int:
+    """Most rebalance fees paid in any 24 hours (by payment time), msat."""
+    pay = sorted(payments)
+    best = total = lo = 0
+    for hi, (t, fee) in enumerate(pay):
+        total += fee
+        while pay[lo][0] <= t - DAY:
+            total -= pay[lo][1]
+            lo += 1
+        best = max(best, total)
+    return best
+
+
+def run_figures(run: PluginRun, base: Baselines) -> Dict[str, Any]:
+    net = run.net_msat
+    arrived = run.total("arrived")
+    return {
+        "net_sat": net / SAT, "earned_sat": sum(run.earned_msat) / SAT,
+        "rebalance_sat": run.rebalance_fee_msat / SAT,
+        "vs_single": net / base.single_msat if base.single_msat else float("nan"),
+        "vs_hindsight": net / base.hindsight_msat if base.hindsight_msat else float("nan"),
+        "vs_oracle": net / base.oracle_msat if base.oracle_msat else float("nan"),
+        "broadcasts": broadcast_figures(run),
+        "unmet": (run.total("failed") + run.total("no_entry")) / arrived if arrived else 0.0,
+        "most_24h_sat": most_in_24h(run.payments) / SAT,
+        "jobs": len(run.jobs), "jobs_moved": sum(1 for j in run.jobs if j.moved_msat > 0),
+        "moved_sat": run.moved_msat / SAT, "attempts": run.attempts,
+        "errors": sum(run.loop_errors.values()), "warnings": run.warnings,
+        "wall_s": run.wall_s,
+    }
+
+
+def seed_figures(market: Market, results: Dict[str, Any]) -> Dict[str, Any]:
+    base: Baselines = results[BASE]
+    out: Dict[str, Any] = {"seed": market.seed, "kind": market.kind,
+                           "left_alone_vs_hindsight": base.left_alone_msat / base.hindsight_msat
+                           if base.hindsight_msat else float("nan"),
+                           "single_sat": base.single_msat / SAT, "single_fee": base.single_fee_ppm,
+                           "hindsight_sat": base.hindsight_msat / SAT, "oracle_sat": base.oracle_msat / SAT}
+    for what in (SLING, FEES):
+        if what in results:
+            out[what] = run_figures(results[what], base)
+    if market.kind == "dense":
+        run = results.get(FEES) or results.get(SLING)
+        if run is not None:
+            out["curve_oracle"] = curve_share(market, run)
+    return out
+
+
+def curve_share(market: Market, run: PluginRun) -> float:
+    """The old convergence figure: expected revenue of the fees in force after the warm-up,
+    over that of each curve's best fee per regime."""
+    warm, end = min(WARMUP_DAYS * DAY, market.run_s / 2), market.run_s
+    got = oracle = 0.0
+    for x, c in enumerate(market.channels):
+        got += expected_msat(market, x, run.fee_timeline[x], warm, end)
+        best = [(0.0, best_fee(c.curves[0]))]
+        if market.shift_s is not None:
+            best.append((market.shift_s, best_fee(c.curves[1])))
+        oracle += expected_msat(market, x, best, warm, end)
+    return got / oracle if oracle else float("nan")
+
+
+# --- printing ----------------------------------------------------------------------------------------
+def fmt_x(v: float, digits: int = 2) -> str:
+    return f"{v:5.{digits}f}x"
+
+
+def print_market(kind: str, rows: List[Dict[str, Any]], budget_sat: int, days: float) -> Dict[str, Any]:
+    print(f"\n== market {kind}: {len(rows)} seeds, {days:g} days (whole run scored; sats) ==")
+    dense = kind == "dense"
+    head = (f"{'seed':>4} {'hindsight':>10} {'single':>9} {'@ppm':>5} | {'plugin net':>10} {'/single':>7} "
+            f"{'/hind':>6} {'/oracle':>7} {'reb paid':>8} {'jobs':>7} {'unmet':>6} {'bc/ch/d':>7} {'max':>5} "
+            f"{'1 day':>5} | {'no sling':>9} {'/hind':>6} | {'alone/h':>7}")
+    if dense:
+        head += f" | {'curve oracle':>12}"
+    print(head)
+    for r in rows:
+        s = r.get(SLING) or r.get(FEES)
+        f = r.get(FEES)
+        line = (f"{r['seed']:>4} {r['hindsight_sat']:10.0f} {r['single_sat']:9.0f} {r['single_fee']:5d} | "
+                f"{s['net_sat']:10.0f} {fmt_x(s['vs_single']):>7} {fmt_x(s['vs_hindsight']):>6} "
+                f"{fmt_x(s['vs_oracle']):>7} {s['rebalance_sat']:8.0f} {s['jobs_moved']:>3}/{s['jobs']:<3} "
+                f"{100 * s['unmet']:5.1f}% {s['broadcasts']['median']:7.2f} {s['broadcasts']['max']:5.2f} "
+                f"{s['broadcasts']['most_in_a_day']:5d} | ")
+        line += (f"{f['net_sat']:9.0f} {fmt_x(f['vs_hindsight']):>6} | " if f and SLING in r else f"{'-':>9} {'-':>6} | ")
+        line += f"{fmt_x(r['left_alone_vs_hindsight']):>7}"
+        if dense and "curve_oracle" in r:
+            line += f" | {100 * r['curve_oracle']:11.1f}%"
+        print(line)
+    plugin = [r.get(SLING) or r.get(FEES) for r in rows]
+    print(f"  (plugin {'without' if dense else 'with'} sling; /single, /hind, /oracle: its net against the best single "
+          f"static fee, per-channel static fees in hindsight, the oracle; jobs: sling jobs that moved something / "
+          f"started; unmet: arrivals refused for balance or without an entry channel with room; bc/ch/d: "
+          f"broadcasts per channel per day, median over channels, max: the busiest channel, 1 day: most of one "
+          f"channel in one day; alone/h: start fees, no rebalancing, against hindsight"
+          + ("; curve oracle: expected revenue after the warm-up against each curve's best fee)" if dense else ")"))
+
+    def mean(key, src=plugin):
+        return statistics.mean(p[key] for p in src)
+    worst_h = min(p["vs_hindsight"] for p in plugin)
+    print(f"{'mean':>4} {statistics.mean(r['hindsight_sat'] for r in rows):10.0f} "
+          f"{statistics.mean(r['single_sat'] for r in rows):9.0f} {'':5} | {mean('net_sat'):10.0f} "
+          f"{fmt_x(mean('vs_single')):>7} {fmt_x(mean('vs_hindsight')):>6} {fmt_x(mean('vs_oracle')):>7} "
+          f"{mean('rebalance_sat'):8.0f} {'':7} {100 * mean('unmet'):5.1f}% "
+          f"{statistics.mean(p['broadcasts']['median'] for p in plugin):7.2f}")
+    print(f"{'worst':>5} {'':9} {'':9} {'':5} | {min(p['net_sat'] for p in plugin):10.0f} "
+          f"{fmt_x(min(p['vs_single'] for p in plugin)):>7} {fmt_x(worst_h):>6} "
+          f"{fmt_x(min(p['vs_oracle'] for p in plugin)):>7} {max(p['rebalance_sat'] for p in plugin):8.0f} "
+          f"{'':7} {100 * max(p['unmet'] for p in plugin):5.1f}% "
+          f"{max(p['broadcasts']['median'] for p in plugin):7.2f} "
+          f"{max(p['broadcasts']['max'] for p in plugin):5.2f} "
+          f"{max(p['broadcasts']['most_in_a_day'] for p in plugin):5d}")
+    fees_only = [r[FEES] for r in rows if FEES in r and SLING in r]
+    if fees_only:
+        print(f"  without sling (fees only): mean {fmt_x(mean('vs_hindsight', fees_only))} hindsight, "
+              f"{fmt_x(mean('vs_single', fees_only))} single, worst {fmt_x(min(p['vs_hindsight'] for p in fees_only))}"
+              f" hindsight; unmet {100 * mean('unmet', fees_only):.1f}%")
+    print(f"  left alone (start fees, no rebalancing): mean "
+          f"{fmt_x(statistics.mean(r['left_alone_vs_hindsight'] for r in rows))} hindsight")
+    with_sling = [r[SLING] for r in rows if SLING in r]
+    if with_sling:
+        print(f"  rebalancing: {statistics.mean(p['rebalance_sat'] for p in with_sling):.0f} sat paid per run on "
+              f"average ({statistics.mean(p['moved_sat'] for p in with_sling) / 1000:.0f} k sat moved), budget "
+              f"{budget_sat} sat/day x {days:g} days; most paid in any 24 h {max(p['most_24h_sat'] for p in with_sling):.0f}"
+              f" sat; jobs started {sum(p['jobs'] for p in with_sling)}, moved something "
+              f"{sum(p['jobs_moved'] for p in with_sling)}, sling attempts {sum(p['attempts'] for p in with_sling)}")
+    errors = sum(p["errors"] for r in rows for p in (r.get(SLING), r.get(FEES)) if p)
+    warnings = sum(p["warnings"] for r in rows for p in (r.get(SLING), r.get(FEES)) if p)
+    print(f"  plugin loop errors {errors}, warnings logged {warnings}")
+    return {"mean_hindsight": mean("vs_hindsight"), "mean_single": mean("vs_single"), "worst_hindsight": worst_h,
+            "broadcast_median_worst": max(p["broadcasts"]["median"] for p in plugin),
+            "broadcast_median": statistics.median(x for p in plugin for x in p["broadcasts"]["per_channel"]),
+            "most_in_a_day": max(p["broadcasts"]["most_in_a_day"] for p in plugin),
+            "curve_oracle": statistics.mean(r["curve_oracle"] for r in rows) if dense else None,
+            "curve_oracle_worst": min(r["curve_oracle"] for r in rows) if dense else None}
+
+
+def print_goals(summary: Dict[str, Dict[str, Any]]) -> None:
+    print("\ngoals (issue 7; plugin with sling where sling runs):")
+
+    def line(text: str, value: str, ok: bool) -> None:
+        print(f"  {text:<52} {value:<24} {'reached' if ok else 'MISSED'}")
+    for kind, s in summary.items():
+        if kind == "dense":
+            line("dense: >= 90 % of the oracle (curve, after warm-up)",
+                 f"{100 * s['curve_oracle']:.1f}% (worst seed {100 * s['curve_oracle_worst']:.1f}%)",
+                 s["curve_oracle"] >= GOALS["dense_oracle"])
+        else:
+            line(f"{kind}: mean >= 1.0x per-channel hindsight", fmt_x(s["mean_hindsight"], 3),
+                 s["mean_hindsight"] >= GOALS["hindsight"])
+            line(f"{kind}: mean >= 1.3x best single static fee", fmt_x(s["mean_single"], 3),
+                 s["mean_single"] >= GOALS["single"])
+            line(f"{kind}: worst seed >= 0.8x hindsight", fmt_x(s["worst_hindsight"], 3),
+                 s["worst_hindsight"] >= GOALS["worst_hindsight"])
+        line(f"{kind}: median <= 1 broadcast per channel per day",
+             f"{s['broadcast_median']:.2f} (worst seed {s['broadcast_median_worst']:.2f})",
+             s["broadcast_median"] <= GOALS["broadcasts"])
+        print(f"  {'':<52} most broadcasts of one channel in one day: {s['most_in_a_day']}")
+
+
+def dump(market: Market, base: Baselines, run: PluginRun) -> None:
+    """Per channel: demand, best fee, hindsight and oracle fees, what the plugin did."""
+    print(f"\n-- {market.kind} seed {market.seed}: the market --")
+    for line in market.describe():
+        print("  " + line)
+    hind = static_run(market, [(f, f) for f in base.hindsight_fees_ppm], history_snapshot(market))
+    start = history_snapshot(market).earned_msat
+    hind_earned = [a - b for a, b in zip(hind.earned_msat, start)]
+    print(f"-- {market.kind} seed {market.seed}: per channel (sats; plugin {'with' if run.sling else 'without'} "
+          f"sling; fees over time as day:ppm) --")
+    print(f"  {'scid':>12} {'hind fee':>8} {'oracle':>9} {'hind earned':>11} {'plugin':>8} {'unmet':>6} "
+          f"{'local end':>9} {'bc':>3}  fees")
+    for x, c in enumerate(market.channels):
+        arrived = run.totals["arrived"][x]
+        unmet = (run.totals["failed"][x] + run.totals["no_entry"][x]) / arrived if arrived else 0.0
+        o0, o1 = base.oracle_fees_ppm[x]
+        oracle = f"{o0}" if o0 == o1 else f"{o0}/{o1}"
+        fees = " ".join(f"{t / DAY:.1f}:{f}" for t, f in run.fee_timeline[x])
+        print(f"  {c.scid:>12} {base.hindsight_fees_ppm[x]:8d} {oracle:>9} {hind_earned[x] / SAT:11.0f} "
+              f"{run.earned_msat[x] / SAT:8.0f} {100 * unmet:5.1f}% {100 * run.final_local_msat[x] / c.capacity_msat:8.0f}% "
+              f"{len(run.broadcasts[x]):3d}  {fees}")
+    jobs_by = {}
+    for j in run.jobs:
+        jobs_by.setdefault(j.scid, []).append(j)
+    for scid, js in jobs_by.items():
+        print(f"  jobs into {scid}: {len(js)}, moved {sum(j.moved_msat for j in js) // 1000 // SAT} k sat for "
+              f"{sum(j.fee_msat for j in js) / SAT:.0f} sat, max ppm {sorted({j.max_ppm for j in js})[:6]}")
+    for w in run.last_warnings[-5:]:
+        print(f"  plugin {w}")
+
+
+# --- main ----------------------------------------------------------------------------------------------
+def parse_sets(items: List[str]) -> Dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set wants NAME=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        out[name.strip()] = value.strip()
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--markets", default="high,low", help="comma list of high, low (dense: see --dense-seeds)")
+    p.add_argument("--seeds", type=int, default=20, help="seeds per market (1, 2, ...)")
+    p.add_argument("--first-seed", type=int, default=1)
+    p.add_argument("--days", type=float, default=10)
+    p.add_argument("--dense-seeds", type=int, default=5,
+                   help="dense seeds (5 by default to keep the full run near 15 minutes on 2 cores)")
+    p.add_argument("--dense-days", type=float, default=60)
+    p.add_argument("--no-fees-only", action="store_true", help="skip the plugin-without-sling runs")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes")
+    p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                   help="a plugin option for every run, e.g. fee_min_observation_hours=12")
+    p.add_argument("--dump", type=int, metavar="SEED", help="per-channel detail of this seed for each market")
+    args = p.parse_args(argv)
+    overrides = parse_sets(args.set)
+    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"command: .venv/bin/python bench/bench_economics.py {argv_text}".rstrip())
+    began = time.perf_counter()
+    kinds = [k.strip() for k in args.markets.split(",") if k.strip()]
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    tasks = []
+    for kind in kinds:
+        for seed in seeds:
+            for what in (BASE, SLING) + (() if args.no_fees_only else (FEES,)):
+                tasks.append((kind, seed, args.days, what, overrides))
+    for seed in range(args.first_seed, args.first_seed + args.dense_seeds):
+        for what in (BASE, FEES):
+            tasks.append(("dense", seed, args.dense_days, what, overrides))
+    if args.dump is not None:
+        for kind in kinds:
+            for what in (BASE, SLING):
+                if (kind, args.dump, args.days, what, overrides) not in tasks:
+                    tasks.append((kind, args.dump, args.days, what, overrides))
+    cost = {BASE: 1, FEES: 2, SLING: 3}
+    tasks.sort(key=lambda t: -(cost[t[3]] * t[2] * (2 if t[0] == "dense" else 1)))   # longest first
+    results: Dict[Tuple, Any] = {}
+    cpu: Dict[str, List[float]] = {}
+    if args.jobs > 1:
+        with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+            for key, result, seconds in pool.imap_unordered(run_task, tasks):
+                results[key] = result
+                cpu.setdefault(f"{key[0]} {key[3]}", []).append(seconds)
+    else:
+        for task in tasks:
+            key, result, seconds = run_task(task)
+            results[key] = result
+            cpu.setdefault(f"{key[0]} {key[3]}", []).append(seconds)
+
+    budget_sat = None
+    summary = {}
+    for kind, days, kseeds in [(k, args.days, seeds) for k in kinds] + (
+            [("dense", args.dense_days, list(range(args.first_seed, args.first_seed + args.dense_seeds)))]
+            if args.dense_seeds else []):
+        rows = []
+        for seed in kseeds:
+            got = {what: results[(kind, seed, days, what)] for what in (BASE, SLING, FEES)
+                   if (kind, seed, days, what) in results}
+            rows.append(seed_figures(build_market(kind, seed, days=days), got))
+        budget_sat = budget_sat or _budget(overrides)
+        summary[kind] = print_market(kind, rows, budget_sat, days)
+    print_goals(summary)
+    if args.dump is not None:
+        for kind in kinds:
+            market = build_market(kind, args.dump, days=args.days)
+            dump(market, results[(kind, args.dump, args.days, BASE)], results[(kind, args.dump, args.days, SLING)])
+    wall = time.perf_counter() - began
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"\nCPU seconds per task (mean): " + ", ".join(f"{k} {statistics.mean(v):.1f}" for k, v in sorted(cpu.items())))
+    print(f"wall {wall:.0f} s on {args.jobs} worker processes, CPU {sum(map(sum, cpu.values())):.0f} s; peak RSS: "
+          f"bench process {me.ru_maxrss / 1024:.0f} MB, largest worker {kids.ru_maxrss / 1024:.0f} MB")
+
+
+def _budget(overrides: Dict[str, Any]) -> int:
+    from modules.config import build_config
+    from simnode.market_run import option_overrides
+    return build_config(option_overrides(overrides), ".").daily_budget_sats
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,524 @@
+"""A routing market for the economic benches and the demo: who wants to forward through
+which channel, at what fee, and whether the node's balances let them.
+
+A market is a set of channels, each with a demand curve (forwards per hour that would leave
+through it, a function of its fee; for some channels a second curve after a mid-run shift),
+a mean forward amount, a role (source: heavy outbound demand, little coming in; sink: the
+reverse; balanced) and an inbound weight (how often a forward enters the node through it).
+
+* Arrivals (common random numbers): each channel's candidate forwards are a Poisson process
+  at a rate that bounds its demand at every fee, drawn once per seed with their amounts,
+  an acceptance uniform u and an entry uniform v. A candidate becomes a forward when
+  u < demand(fee in force) / bound (thinning), so two policies run on the same seed differ
+  only where their decisions differ.
+* A forward of `a` msat out through X at X's fee enters through Y, chosen with v by inbound
+  weight among the other channels that can receive a + fee. It needs `a` of X's spendable
+  balance (reserve and commitment-fee buffer held back by the same rule as the simulated
+  node's spendable_msat, simnode.state.balance_holdbacks): then X's local falls by a and Y's
+  rises by a + fee. If X cannot send it, the node refuses it: a `local_failed` forward with
+  failcode 4103 (WIRE_TEMPORARY_CHANNEL_FAILURE), in_channel Y, out_channel X, in_msat a + fee;
+  the fee is lost. If no channel can receive it, the sender never reaches the node: nothing
+  is recorded and it counts as lost demand (`no_entry`).
+* A market that does not drain (the dense one) moves no balances: every accepted forward
+  settles and enters by weight among all other channels.
+
+Times are seconds relative to the start of the scored run (the pre-history is negative);
+amounts msat; fees ppm. The pure simulation here (MarketSim) has no SQLite and no node: the
+baselines search fee grids with it. simnode/market_run.py drives the same MarketSim over a
+SimNode with the real plugin.
+"""
+import bisect
+import dataclasses
+import math
+import random
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from .state import NodeState, balance_holdbacks, make_pubkey
+
+HOUR, DAY = 3600, 86400
+SAT, PPM = 1000, 1_000_000
+SOURCE, SINK, BALANCED = "source", "sink", "balanced"
+SETTLED, LOCAL_FAILED = "settled", "local_failed"
+AMOUNT_SIGMA = 0.5                   # log-normal spread of one forward's amount
+MAX_FEE_PPM = 2500                   # the plugin's default max-fee-ppm: grids stop here
+
+
+# --- demand curves: forwards per hour as a function of the fee ------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ExponentialDemand:
+    """rate_at_zero * exp(-f / scale_ppm); revenue (rate x fee) peaks at f = scale_ppm."""
+    rate_at_zero: float
+    scale_ppm: float
+
+    def per_hour(self, fee_ppm: float) -> float:
+        return self.rate_at_zero * math.exp(-fee_ppm / self.scale_ppm)
+
+    def rescaled(self, factor: float) -> "ExponentialDemand":
+        return ExponentialDemand(self.rate_at_zero, self.scale_ppm * factor)
+
+    def describe(self) -> str:
+        return f"exp(A={self.rate_at_zero:.2f}/h, scale {self.scale_ppm:.0f})"
+
+
+@dataclasses.dataclass(frozen=True)
+class LogisticDemand:
+    """rate_at_zero / (1 + exp((f - cutoff) / width)): senders switch to a competitor priced
+    near cutoff_ppm; a narrow width is a cliff."""
+    rate_at_zero: float
+    cutoff_ppm: float
+    width_ppm: float
+
+    def per_hour(self, fee_ppm: float) -> float:
+        x = (fee_ppm - self.cutoff_ppm) / self.width_ppm
+        return 0.0 if x > 700 else self.rate_at_zero / (1.0 + math.exp(x))
+
+    def rescaled(self, factor: float) -> "LogisticDemand":
+        return LogisticDemand(self.rate_at_zero, self.cutoff_ppm * factor, self.width_ppm * factor)
+
+    def describe(self) -> str:
+        return f"cliff(A={self.rate_at_zero:.2f}/h, at {self.cutoff_ppm:.0f} +-{self.width_ppm:.0f})"
+
+
+@dataclasses.dataclass(frozen=True)
+class UndercutDemand:
+    """A competitor opens at cutoff_ppm: the old curve times a logistic cliff there."""
+    base: object
+    cutoff_ppm: float
+    width_ppm: float
+
+    @property
+    def rate_at_zero(self) -> float:
+        return self.base.rate_at_zero
+
+    def per_hour(self, fee_ppm: float) -> float:
+        x = (fee_ppm - self.cutoff_ppm) / self.width_ppm
+        return 0.0 if x > 700 else self.base.per_hour(fee_ppm) / (1.0 + math.exp(x))
+
+    def describe(self) -> str:
+        return f"{self.base.describe()} undercut at {self.cutoff_ppm:.0f}"
+
+
+def best_fee(curve, lo: int = 1, hi: int = MAX_FEE_PPM) -> int:
+    """The integer fee in [lo, hi] at which rate x fee (expected revenue) is highest."""
+    return max(range(lo, hi + 1), key=lambda f: curve.per_hour(f) * f)
+
+
+def log_uniform(rng: random.Random, lo: float, hi: float) -> float:
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
+def fee_grid(lo: int = 2, hi: int = MAX_FEE_PPM, step: float = 1.12) -> List[int]:
+    """Fees from lo to hi about `step` apart (integers, so the low end is denser)."""
+    grid, f = [], float(lo)
+    while f < hi:
+        grid.append(int(round(f)))
+        f *= step
+    grid.append(hi)
+    return sorted(set(grid))
+
+
+# --- the market ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ChannelSpec:
+    scid: str
+    peer_id: str
+    capacity_msat: int
+    local_msat: int                  # at the start of the pre-history
+    role: str
+    inbound_weight: float            # share of forwards entering through it
+    amount_msat: int                 # mean amount of a forward leaving through it
+    curves: Tuple[object, object]    # demand before and after the shift (the same if none)
+    start_fee_ppm: int
+    refill_ppm: float                # median cost of a rebalance into it
+
+    @property
+    def shifts(self) -> bool:
+        return self.curves[0] != self.curves[1]
+
+    @property
+    def bound_per_hour(self) -> float:
+        return max(c.rate_at_zero for c in self.curves)
+
+    def expected_msat_per_hour(self, fee_ppm: float, regime: int) -> float:
+        return self.curves[regime].per_hour(fee_ppm) * self.amount_msat * fee_ppm / PPM
+
+
+@dataclasses.dataclass
+class Market:
+    kind: str
+    seed: int
+    channels: List[ChannelSpec]
+    history_s: float                 # pre-history length (before t = 0, at the start fees)
+    run_s: float                     # scored run length
+    shift_s: Optional[float]         # the shift, relative to the run's start
+    drains: bool
+    refill_range_ppm: Tuple[float, float]
+    events: List[tuple]              # (t, channel index, amount msat, u, v), time-ordered
+
+    def regime(self, t: float) -> int:
+        return 0 if self.shift_s is None or t < self.shift_s else 1
+
+    @property
+    def days(self) -> float:
+        return self.run_s / DAY
+
+    def best_fees(self) -> List[Tuple[int, int]]:
+        """Each channel's revenue-maximising fee of its demand curve, per regime."""
+        out = []
+        for c in self.channels:
+            before = best_fee(c.curves[0])
+            out.append((before, best_fee(c.curves[1]) if c.shifts else before))
+        return out
+
+    def describe(self) -> List[str]:
+        best = self.best_fees()
+        lines = []
+        for c, (b0, b1) in zip(self.channels, best):
+            opt = f"{b0}" if b0 == b1 else f"{b0}->{b1}"
+            curve = c.curves[0].describe() + (f" -> {c.curves[1].describe()}" if c.shifts else "")
+            lines.append(f"{c.scid:>12} {c.role:>8} cap {c.capacity_msat / 1e9:5.2f} M  amount "
+                         f"{c.amount_msat / 1e6:7.1f} k  in-weight {c.inbound_weight:5.3f}  rate at best "
+                         f"{c.curves[0].per_hour(b0):5.2f}/h  best fee {opt:>9}  refill {c.refill_ppm:5.0f}  "
+                         f"{curve}")
+        return lines
+
+
+# Market kinds. rate: forwards per hour at the channel's best fee (at zero fee for dense).
+KINDS = {
+    "high": dict(channels=12, best=(40, 1500), start_fee=100, refill=(50, 1000), rate=(0.1, 5.0),
+                 drains=True, shifted_share=1 / 3),
+    "low": dict(channels=12, best=(5, 100), start_fee=50, refill=(5, 80), rate=(0.1, 5.0),
+                drains=True, shifted_share=1 / 3),
+    "dense": dict(channels=20, best=(40, 1500), start_fee=100, refill=(50, 1000), rate=(1.0, 20.0),
+                  drains=False, shifted_share=None),
+}
+ROLE_OUT_SHARE = {SOURCE: (0.15, 0.40), BALANCED: (0.08, 0.20), SINK: (0.02, 0.06)}
+
+
+def build_market(kind: str, seed: int, days: float = 10, history_days: float = 14,
+                 start_fee_ppm: Optional[int] = None, channels: Optional[int] = None) -> Market:
+    """The market of `kind` ("high", "low", "dense") for a seed: same seed, same market."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown market {kind!r}: one of {', '.join(KINDS)}")
+    spec = KINDS[kind]
+    n = channels or spec["channels"]
+    start_fee = spec["start_fee"] if start_fee_ppm is None else start_fee_ppm
+    rng = random.Random(f"market-{kind}-{seed}")
+    run_s = days * DAY
+    shift_s = round(run_s / 2 / 600) * 600   # mid-run, on a 10-minute boundary
+    if spec["drains"]:
+        chans = _draining_channels(rng, kind, seed, n, spec, start_fee)
+    else:
+        chans = _dense_channels(rng, kind, seed, n, spec, start_fee)
+    if not any(c.shifts for c in chans):
+        shift_s = None
+    history_s = history_days * DAY
+    return Market(kind, seed, chans, history_s, run_s, shift_s, spec["drains"], spec["refill"],
+                  _arrivals(kind, seed, chans, -history_s, run_s))
+
+
+def custom_market(channels: Sequence[ChannelSpec], seed: int = 1, days: float = 10,
+                  history_days: float = 0, shift_day: Optional[float] = None,
+                  drains: bool = True, kind: str = "custom") -> Market:
+    """A market of hand-made channels (tests, tuning a single case): the same arrivals
+    model; the shift, if any channel has one, at shift_day (default mid-run)."""
+    run_s = days * DAY
+    shift_s = None
+    if any(c.shifts for c in channels):
+        shift_s = run_s / 2 if shift_day is None else shift_day * DAY
+    history_s = history_days * DAY
+    refill = (min(c.refill_ppm for c in channels), max(c.refill_ppm for c in channels))
+    return Market(kind, seed, list(channels), history_s, run_s, shift_s, drains, refill,
+                  _arrivals(kind, seed, channels, -history_s, run_s))
+
+
+def _ids(kind: str, seed: int, i: int) -> Tuple[str, str]:
+    return f"{800000 + 7 * i}x{100 + i}x0", make_pubkey(f"market-{kind}-{seed}-peer-{i}")
+
+
+def _curve_with_best(rng: random.Random, best_ppm: float, rate_at_best: float):
+    """An exponential curve (2 in 3) or a logistic cliff whose revenue peaks at best_ppm with
+    rate_at_best forwards per hour there."""
+    if rng.random() < 2 / 3:
+        return ExponentialDemand(rate_at_best * math.e, best_ppm)
+    shape = LogisticDemand(1.0, 1000.0, 1000.0 * rng.uniform(0.08, 0.25))
+    peak = best_fee(shape, 1, 2000)                 # the shape's peak scales with its cutoff
+    factor = best_ppm / peak
+    shape = shape.rescaled(factor)
+    return LogisticDemand(rate_at_best / shape.per_hour(best_ppm), shape.cutoff_ppm, shape.width_ppm)
+
+
+def _shifted(rng: random.Random, curve, best_ppm: float, hi: float):
+    """The curve after the shift: its prices halve or double, or a competitor undercuts."""
+    kinds = ["halve", "undercut"] + (["double"] if best_ppm * 2 <= hi else [])
+    what = rng.choice(kinds)
+    if what == "halve":
+        return curve.rescaled(0.5)
+    if what == "double":
+        return curve.rescaled(2.0)
+    cut = best_ppm * rng.uniform(0.4, 0.7)
+    return UndercutDemand(curve, cut, cut * 0.1)
+
+
+def _draining_channels(rng, kind, seed, n, spec, start_fee) -> List[ChannelSpec]:
+    roles = [(SOURCE, SINK, BALANCED)[i % 3] for i in range(n)]
+    rng.shuffle(roles)
+    shifted = set(rng.sample(range(n), max(1, round(n * spec["shifted_share"]))))
+    lo, hi = spec["best"]
+    drafts, out_day = [], []
+    for i, role in enumerate(roles):
+        capacity = int(log_uniform(rng, 1e6, 1e7)) * SAT
+        best = log_uniform(rng, lo, hi)
+        rate = log_uniform(rng, *spec["rate"])
+        # mean amount from the role's daily outflow at the best fee, so sources drain in days
+        daily_out = capacity * rng.uniform(*ROLE_OUT_SHARE[role])
+        amount = int(min(max(daily_out / (24 * rate), 1_000 * SAT), capacity / 20)) // SAT * SAT
+        curve = _curve_with_best(rng, best, rate)
+        after = _shifted(rng, curve, best, hi * 1.5) if i in shifted else curve
+        local = int(capacity * rng.uniform(0.3, 0.7)) // SAT * SAT
+        drafts.append((capacity, local, role, amount, (curve, after)))
+        out_day.append(rate * 24 * amount)
+    # where forwards come in: sources get 10-40 % of their outflow back, balanced channels
+    # 80-120 %, sinks (by capacity) the rest, so without rebalancing sources empty, sinks fill
+    inflow = [0.0] * n
+    for i, role in enumerate(roles):
+        if role == SOURCE:
+            inflow[i] = out_day[i] * rng.uniform(0.1, 0.4)
+        elif role == BALANCED:
+            inflow[i] = out_day[i] * rng.uniform(0.8, 1.2)
+    sinks = [i for i, r in enumerate(roles) if r == SINK]
+    rest = max(sum(out_day) - sum(inflow), 0.0)
+    sink_cap = sum(drafts[i][0] for i in sinks) or 1
+    for i in sinks:
+        inflow[i] = rest * drafts[i][0] / sink_cap
+    total = sum(inflow)
+    refill_lo, refill_hi = spec["refill"]
+    out = []
+    for i, (capacity, local, role, amount, curves) in enumerate(drafts):
+        scid, peer = _ids(kind, seed, i)
+        out.append(ChannelSpec(scid, peer, capacity, local, role, inflow[i] / total, amount, curves,
+                               start_fee, log_uniform(rng, refill_lo, refill_hi)))
+    return out
+
+
+def _dense_channels(rng, kind, seed, n, spec, start_fee) -> List[ChannelSpec]:
+    """The convergence bench's world: known curves, 1-20 forwards/h at zero fee, the last
+    channel undercut by a competitor at mid-run; balances do not move."""
+    lo, hi = spec["best"]
+    out = []
+    for i in range(n):
+        rate = log_uniform(rng, *spec["rate"])
+        if i == n - 1:
+            curves = (ExponentialDemand(rate, 600.0), LogisticDemand(rate, 200.0, 30.0))
+        elif i % 3 == 2:
+            cutoff = log_uniform(rng, 60, 1500)
+            c = LogisticDemand(rate, cutoff, cutoff * rng.uniform(0.08, 0.25))
+            curves = (c, c)
+        else:
+            c = ExponentialDemand(rate, log_uniform(rng, lo, hi))
+            curves = (c, c)
+        capacity = int(log_uniform(rng, 2e6, 2e7)) * SAT
+        local = int(capacity * rng.uniform(0.4, 0.9)) // SAT * SAT
+        amount = int(log_uniform(rng, 1e5, 2e6)) * SAT
+        scid, peer = _ids(kind, seed, i)
+        out.append(ChannelSpec(scid, peer, capacity, local, BALANCED, 1.0 / n, amount, curves,
+                               start_fee, log_uniform(rng, *spec["refill"])))
+    return out
+
+
+def _arrivals(kind, seed, chans: Sequence[ChannelSpec], start: float, end: float) -> List[tuple]:
+    """Every channel's candidate forwards from its own stream, merged in time order."""
+    events = []
+    for i, c in enumerate(chans):
+        rng = random.Random(f"arrivals-{kind}-{seed}-{i}")
+        per_s = c.bound_per_hour / HOUR
+        mu = math.log(c.amount_msat) - AMOUNT_SIGMA ** 2 / 2
+        t = start
+        while True:
+            t += rng.expovariate(per_s)
+            if t >= end:
+                break
+            amount = max(SAT, int(rng.lognormvariate(mu, AMOUNT_SIGMA)))
+            events.append((t, i, amount, rng.random(), rng.random()))
+    events.sort()
+    return events
+
+
+def channel_records(market: Market) -> List[dict]:
+    """The channels as the simulated node holds them (reserves, HTLC limits), for a
+    simulation without a node: the same rule decides what fits."""
+    state = NodeState()
+    return [state.channel(state.add_channel(c.capacity_msat // SAT, c.local_msat // SAT, c.start_fee_ppm,
+                                            0, "local", c.peer_id, c.scid))
+            for c in market.channels]
+
+
+# --- the simulation -------------------------------------------------------------------------------
+Recorder = Callable[[str, float, int, int, int, int], None]   # (status, t, out X, in Y, amount, fee)
+
+
+class MarketSim:
+    """Plays a market's arrivals over the channels' balances at the fees in `fee_ppm`.
+
+    The caller sets fee_ppm / fee_base_msat (and local_msat, when something else such as
+    sling moved balances) between calls to advance(); recorder, if given, hears of every
+    forward the node sees (settled or local_failed).
+    """
+
+    def __init__(self, market: Market, records: Sequence[dict], recorder: Optional[Recorder] = None):
+        self.market = market
+        self.n = n = len(market.channels)
+        self.recorder = recorder
+        self.capacity = [r["capacity_msat"] for r in records]
+        self.local_msat = [r["local_msat"] for r in records]
+        holds = [balance_holdbacks(r) for r in records]
+        self.held_local = [h[0] for h in holds]
+        self.held_remote = [h[1] for h in holds]
+        self.htlc_max = [h[2] for h in holds]
+        self.weight = [c.inbound_weight for c in market.channels]
+        self.fee_ppm = [c.start_fee_ppm for c in market.channels]
+        self.fee_base_msat = [0] * n
+        self.t = -market.history_s
+        self.pos = 0
+        # running totals per channel (out: as the outgoing channel)
+        self.earned_msat = [0] * n
+        self.settled = [0] * n
+        self.out_msat = [0] * n
+        self.in_msat = [0] * n
+        self.arrived = [0] * n          # accepted at the fee in force
+        self.failed = [0] * n           # refused here: not enough balance (local_failed)
+        self.failed_fee_msat = [0] * n
+        self.no_entry = [0] * n         # no channel could receive it: never reached the node
+        self._p_cache: Dict[tuple, float] = {}
+        self._cums = [self._cum_without(x) for x in range(n)]   # entry weights, x itself left out
+
+    def _cum_without(self, x: int) -> List[float]:
+        cum, total = [], 0.0
+        for j, w in enumerate(self.weight):
+            total += 0.0 if j == x else w
+            cum.append(total)
+        return cum
+
+    def accept_probability(self, x: int, fee_ppm: int, regime: int) -> float:
+        key = (x, fee_ppm, regime)
+        p = self._p_cache.get(key)
+        if p is None:
+            c = self.market.channels[x]
+            p = self._p_cache[key] = c.curves[regime].per_hour(fee_ppm) / c.bound_per_hour
+        return p
+
+    COUNTERS = ("earned_msat", "settled", "out_msat", "in_msat", "arrived", "failed", "failed_fee_msat",
+                "no_entry")
+
+    def snapshot(self) -> tuple:
+        """Where the simulation stands (time, balances, totals), to replay from there."""
+        return self.t, self.pos, list(self.local_msat), [list(getattr(self, k)) for k in self.COUNTERS]
+
+    def restore(self, snap: tuple) -> None:
+        self.t, self.pos, local, counters = snap
+        self.local_msat = list(local)
+        for k, values in zip(self.COUNTERS, counters):
+            setattr(self, k, list(values))
+
+    def advance(self, until: float) -> None:
+        """Plays every arrival before `until` (relative seconds)."""
+        shift = self.market.shift_s
+        while self.t < until:
+            end = until
+            if shift is not None and self.t < shift < until:
+                end = shift
+            self._play(end, self.market.regime(self.t))
+            self.t = end
+
+    def _play(self, end: float, regime: int) -> None:
+        n, events = self.n, self.market.events
+        ppm, base = self.fee_ppm, self.fee_base_msat
+        p = [self.accept_probability(x, ppm[x], regime) for x in range(n)]
+        local, cap, held_l, held_r, hmax = (self.local_msat, self.capacity, self.held_local,
+                                            self.held_remote, self.htlc_max)
+        weight, cums, record, drains = self.weight, self._cums, self.recorder, self.market.drains
+        arrived, failed, failed_fee, no_entry = self.arrived, self.failed, self.failed_fee_msat, self.no_entry
+        settled, earned, out_msat, in_msat = self.settled, self.earned_msat, self.out_msat, self.in_msat
+        last = n - 1
+        i, count = self.pos, len(events)
+        while i < count:
+            t, x, a, u, v = events[i]
+            if t >= end:
+                break
+            i += 1
+            if u >= p[x]:
+                continue
+            arrived[x] += 1
+            fee = base[x] + a * ppm[x] // PPM
+            need = a + fee
+            # the sender's first try: an entry by weight among our other channels
+            cum = cums[x]
+            r = v * cum[-1]
+            y = bisect.bisect_right(cum, r)
+            if y > last:
+                y = last
+            if drains:
+                if cap[y] - local[y] - held_r[y] < need or need > hmax[y]:
+                    y = self._retry_entry(x, y, r, need)
+                    if y < 0:
+                        no_entry[x] += 1
+                        continue
+                if local[x] - held_l[x] < a or a > hmax[x]:
+                    failed[x] += 1
+                    failed_fee[x] += fee
+                    if record is not None:
+                        record(LOCAL_FAILED, t, x, y, a, fee)
+                    continue
+                local[x] -= a
+                local[y] += need
+            settled[x] += 1
+            earned[x] += fee
+            out_msat[x] += a
+            in_msat[y] += need
+            if record is not None:
+                record(SETTLED, t, x, y, a, fee)
+        self.pos = i
+
+    def _retry_entry(self, x: int, first: int, r: float, need: int) -> int:
+        """The first entry was full: the sender retries by weight among the channels with
+        room (with the position of r inside the first pick's slot, again uniform), so the
+        entry is drawn by weight among the channels with room. -1: none has room."""
+        cum, weight = self._cums[x], self.weight
+        v = (r - (cum[first - 1] if first else 0.0)) / weight[first]
+        local, cap, held_r, hmax = self.local_msat, self.capacity, self.held_remote, self.htlc_max
+        fits = [j for j in range(self.n)
+                if j != x and cap[j] - local[j] - held_r[j] >= need and need <= hmax[j]]
+        if not fits:
+            return -1
+        left = v * sum(weight[j] for j in fits)
+        for j in fits:
+            left -= weight[j]
+            if left <= 0.0:
+                return j
+        return fits[-1]
+
+    def totals(self) -> Dict[str, List[int]]:
+        return {k: list(getattr(self, k)) for k in self.COUNTERS}
+
+
+def history_snapshot(market: Market, records: Optional[Sequence[dict]] = None,
+                     recorder: Optional[Recorder] = None) -> MarketSim:
+    """A MarketSim that has played the pre-history at the start fees (t = 0 now)."""
+    sim = MarketSim(market, records or channel_records(market), recorder)
+    sim.advance(0.0)
+    return sim
+
+
+def expected_msat(market: Market, x: int, timeline: Sequence[Tuple[float, int]], start: float,
+                  end: float) -> float:
+    """Expected fees of channel x over [start, end) at the fees of `timeline` ((t, fee in force
+    from t), sorted), from its demand curves alone: balances and noise left out. The dense
+    market's convergence figure, comparable with the old convergence bench."""
+    c = market.channels[x]
+    cuts = sorted({start, end} | {t for t, _ in timeline if start < t < end}
+                  | ({market.shift_s} if market.shift_s is not None and start < market.shift_s < end else set()))
+    total = 0.0
+    for a, b in zip(cuts, cuts[1:]):
+        fee = next((f for t, f in reversed(timeline) if t <= a), timeline[0][1])
+        total += c.expected_msat_per_hour(fee, market.regime(a)) * (b - a) / HOUR
+    return total
