@@ -34,7 +34,7 @@ seed >= 0.8x hindsight, on high and low; median <= 1 broadcast per channel per d
     .venv/bin/python bench/bench_economics.py                  # the full default run (dense: 5 seeds)
     .venv/bin/python bench/bench_economics.py --markets high --seeds 4 --dense-seeds 0
     .venv/bin/python bench/bench_economics.py --markets low --seeds 1 --dense-seeds 0 --dump 1
-    .venv/bin/python bench/bench_economics.py --set fee_min_observation_hours=12
+    .venv/bin/python bench/bench_economics.py --set demand_half_life_hours=48
 
 From a tuning script: `evaluate("high", seed, days=10, overrides={...})` returns the
 figures of one seed; simnode.market_run.run_plugin and simnode.market_baselines.baselines
@@ -311,7 +311,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--no-fees-only", action="store_true", help="skip the plugin-without-sling runs")
     p.add_argument("--jobs", type=int, default=2, help="worker processes")
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
-                   help="a plugin option for every run, e.g. fee_min_observation_hours=12")
+                   help="a plugin option for every run, e.g. demand_half_life_hours=48")
     p.add_argument("--dump", type=int, metavar="SEED", help="per-channel detail of this seed for each market")
     args = p.parse_args(argv)
     overrides = parse_sets(args.set)

@@ -524,10 +524,14 @@ class Database:
         (hour, out_count, out_msat, fee_msat, unmet_count, unmet_msat, in_msat), oldest first.
         The evidence a fee decision learns demand from."""
         by_channel: Dict[str, List[tuple]] = {}
+        # the primary key (hour, channel) gives hour order without a sort
         for r in self._conn().execute(
                 "SELECT channel, hour, out_count, out_msat, fee_msat, unmet_count, unmet_msat, in_msat"
-                " FROM flow_hourly WHERE hour >= ? ORDER BY channel, hour", (int(since) // HOUR_SECONDS,)):
-            by_channel.setdefault(r[0], []).append(r[1:])
+                " FROM flow_hourly WHERE hour >= ?", (int(since) // HOUR_SECONDS,)):
+            rows = by_channel.get(r[0])
+            if rows is None:
+                rows = by_channel[r[0]] = []
+            rows.append(r[1:])
         return by_channel
 
     # --- fee history ---------------------------------------------------------------

@@ -25,8 +25,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 from modules.evidence import Evidence
 
-# price scales s (ppm) the posterior lives on: 1 .. ~50 000, 12% apart
-SCALES_PPM: Tuple[float, ...] = tuple(1.12 ** k for k in range(0, 97))
+# price scales s (ppm) the posterior lives on: 1 .. ~20 000, 15% apart
+SCALES_PPM: Tuple[float, ...] = tuple(1.15 ** k for k in range(0, 72))
 LOG_SCALES = tuple(math.log(s) for s in SCALES_PPM)
 RATE_PRIOR_SHAPE = 0.5          # Gamma prior of the rate at f_ref: as weak as half an arrival
 RATE_PRIOR_HOURS = 1.0          # ... seen over one hour
@@ -61,8 +61,11 @@ class DemandCurve:
 
     def rate_per_hour(self, fee_ppm: float) -> float:
         d = fee_ppm - self.reference_fee_ppm
-        return sum(w * _exp(lr - d / s) for s, w, lr in
-                   zip(self.scales_ppm, self.weights, self.log_rates_at_reference))
+        total = 0.0
+        for s, w, lr in zip(self.scales_ppm, self.weights, self.log_rates_at_reference):
+            x = lr - d / s
+            total += w * math.exp(x if x < MAX_EXP else MAX_EXP)
+        return total
 
     def quantile_scale_ppm(self, q: float) -> float:
         acc = 0.0
@@ -117,14 +120,14 @@ def scale_likelihood(evidence: Evidence, reference_fee_ppm: int) -> ScaleLikelih
     n_total = sum(n for _, _, n in obs)
     f_sum = sum(n * (f - reference_fee_ppm) for f, _, n in obs)
     a = RATE_PRIOR_SHAPE + n_total
-    log_b = math.log(RATE_PRIOR_HOURS)
+    lgamma_a, log_a = math.lgamma(a), math.log(a)
     loglik, log_rates = [], []
     for s in SCALES_PPM:
-        log_e = _logsumexp([math.log(h) - (f - reference_fee_ppm) / s for f, h, _ in obs]) \
-            if obs else -math.inf
-        log_den = _logsumexp([log_b, log_e])
-        loglik.append(math.lgamma(a) - a * log_den - f_sum / s)
-        log_rates.append(math.log(a) - log_den)
+        # exposure weighted by the curve: exponents clamped (only absurd scales reach it)
+        e = sum(h * _exp((reference_fee_ppm - f) / s) for f, h, _ in obs)
+        log_den = math.log(RATE_PRIOR_HOURS + e)
+        loglik.append(lgamma_a - a * log_den - f_sum / s)
+        log_rates.append(log_a - log_den)
     hours = sum(o.hours for o in evidence.observations)
     anchor = (sum(o.hours * math.log(max(o.fee_ppm, 1)) for o in evidence.observations) / hours
               if hours > 0 else math.log(max(reference_fee_ppm, 1)))
@@ -137,9 +140,11 @@ def _normal_log_prior(mean: float, sigma: float) -> List[float]:
 
 def _mix(log_a: Sequence[float], log_b: Sequence[float], share_b: float) -> List[float]:
     """log((1 - share_b) * A/|A| + share_b * B/|B|), each normalised over the grid."""
-    na, nb = _logsumexp(log_a), _logsumexp(log_b)
-    return [_logsumexp([math.log(1 - share_b) + x - na, math.log(share_b) + y - nb])
-            for x, y in zip(log_a, log_b)]
+    ta, tb = max(log_a), max(log_b)
+    a = [math.exp(x - ta) for x in log_a]
+    b = [math.exp(y - tb) for y in log_b]
+    na, nb = sum(a), sum(b)
+    return [math.log(max((1 - share_b) * x / na + share_b * y / nb, 1e-300)) for x, y in zip(a, b)]
 
 
 def own_prior(lik: ScaleLikelihood) -> List[float]:
@@ -181,7 +186,7 @@ def node_priors(likelihoods: Mapping[str, ScaleLikelihood]) -> Dict[str, List[fl
 
 def posterior(lik: ScaleLikelihood, log_prior: Sequence[float]) -> DemandCurve:
     weights = _posterior_weights(log_prior, lik)
-    keep = [i for i, w in enumerate(weights) if w > 1e-6]   # the rest changes nothing
+    keep = [i for i, w in enumerate(weights) if w > 1e-4]   # the rest changes nothing
     total = sum(weights[i] for i in keep)
     return DemandCurve(lik.reference_fee_ppm, tuple(SCALES_PPM[i] for i in keep),
                        tuple(weights[i] / total for i in keep),

@@ -89,12 +89,6 @@ def _decayed_span(a: float, b: float, now: float, half_life_s: float) -> float:
     return (math.exp(-k * (now - b)) - math.exp(-k * (now - a))) / k / HOUR_SECONDS
 
 
-def _sold_fee_ppm(out_msat: int, fee_msat: int, out_count: int, base_fee_msat: int) -> Optional[int]:
-    if out_msat <= 0:
-        return None
-    return max(0, round((fee_msat - base_fee_msat * out_count) * PPM / out_msat))
-
-
 def build_evidence(rows: Sequence[HourRow], fee_changes: Sequence[Tuple[float, int]],
                    current_fee_ppm: int, base_fee_msat: int, now: float,
                    lookback_hours: float, half_life_hours: float) -> Evidence:
@@ -105,9 +99,11 @@ def build_evidence(rows: Sequence[HourRow], fee_changes: Sequence[Tuple[float, i
     """
     start = now - lookback_hours * HOUR_SECONDS
     half_life_s = half_life_hours * HOUR_SECONDS
-    rows = [r for r in rows if (r[0] + 1) * HOUR_SECONDS > start and r[0] * HOUR_SECONDS < now]
+    first_hour, last_hour = (start // HOUR_SECONDS), (now // HOUR_SECONDS)
+    if rows and (rows[0][0] < first_hour or rows[-1][0] > last_hour):
+        rows = [r for r in rows if first_hour <= r[0] <= last_hour]
     history_from = fee_changes[0][0] if fee_changes else math.inf
-    known_from = min([history_from] + [r[0] * HOUR_SECONDS for r in rows])
+    known_from = min(history_from, rows[0][0] * HOUR_SECONDS) if rows else history_from
     begin = max(start, known_from)
     if begin >= now:
         return Evidence()
@@ -115,14 +111,16 @@ def build_evidence(rows: Sequence[HourRow], fee_changes: Sequence[Tuple[float, i
     # the fee of each hour before the recorded history: what its forwards paid
     derived: Dict[int, int] = {}
     last: Optional[int] = None
-    for r in rows:
-        if r[0] * HOUR_SECONDS >= history_from:
+    history_hour = history_from / HOUR_SECONDS
+    for hour, out_count, out_msat, fee_msat, *_ in rows:
+        if hour >= history_hour:
             break
-        sold = _sold_fee_ppm(r[2], r[3], r[1], base_fee_msat)
-        if sold is not None and (last is None or abs(sold - last) > SAME_FEE_TOLERANCE * max(last, 1)):
-            last = sold
+        if out_msat > 0:
+            sold = max(0, round((fee_msat - base_fee_msat * out_count) * PPM / out_msat))
+            if last is None or abs(sold - last) > SAME_FEE_TOLERANCE * (last if last > 1 else 1):
+                last = sold
         if last is not None:
-            derived[r[0]] = last
+            derived[hour] = last
     first_fee = (next(iter(derived.values())) if derived
                  else fee_changes[0][1] if fee_changes else current_fee_ppm)
 
@@ -152,17 +150,23 @@ def build_evidence(rows: Sequence[HourRow], fee_changes: Sequence[Tuple[float, i
     count = unmet = amount = 0
     inflow = outflow = 0.0
     flow_half_life_s = FLOW_HALF_LIFE_HOURS * HOUR_SECONDS
+    # per hour: weight = exp(-k (now - mid)); the hot loop of a fee cycle, kept plain
+    k_demand, k_flow = math.log(2) / half_life_s, math.log(2) / flow_half_life_s
+    one_fee = segments[0][2] if len(segments) == 1 else None
     for hour, out_count, out_msat, _fee, unmet_count, unmet_msat, in_msat in rows:
-        mid = min(max((hour + 0.5) * HOUR_SECONDS, begin), now)
-        f = segments[max(0, bisect.bisect_right(edges, mid) - 1)][2]
-        w = 0.5 ** ((now - mid) / half_life_s)
-        arrivals[f] = arrivals.get(f, 0.0) + w * (out_count + unmet_count)
-        count += out_count + unmet_count
-        unmet += unmet_count
-        amount += out_msat + unmet_msat
-        w = 0.5 ** ((now - mid) / flow_half_life_s)
-        inflow += w * in_msat
-        outflow += w * out_msat
+        mid = (hour + 0.5) * HOUR_SECONDS
+        mid = begin if mid < begin else now if mid > now else mid
+        f = one_fee if one_fee is not None else segments[bisect.bisect_right(edges, mid) - 1][2]
+        asked = out_count + unmet_count
+        if asked:
+            arrivals[f] = arrivals.get(f, 0.0) + math.exp(k_demand * (mid - now)) * asked
+            count += asked
+            unmet += unmet_count
+            amount += out_msat + unmet_msat
+        if in_msat or out_msat:
+            w = math.exp(k_flow * (mid - now))
+            inflow += w * in_msat
+            outflow += w * out_msat
     flow_hours = _decayed_span(begin, now, now, flow_half_life_s)
     return Evidence(
         observations=tuple(PriceObservation(f, h, arrivals.get(f, 0.0))

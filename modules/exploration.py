@@ -27,6 +27,7 @@ EXPLOIT_HOURS = 24.0
 NO_DEMAND_STEP = 1.5
 NO_DEMAND_MIN_HOURS = 24.0
 MAX_STEP = 2.0
+MIN_GAIN = 0.02     # moving to the best guess must be expected to earn 2% more than staying
 
 EXPLOIT, PROBE = "exploit", "probe"
 
@@ -44,9 +45,12 @@ def probe_factor(log_scale_sd: float) -> float:
 
 def next_fee(best_fee_ppm: int, current_fee_ppm: int, phase: str, probe_side: int,
              fee_since: Optional[float], log_scale_sd: float, has_demand: bool,
-             exposure_hours: float, min_fee_ppm: int, max_fee_ppm: int, now: float) -> Plan:
+             exposure_hours: float, min_fee_ppm: int, max_fee_ppm: int, now: float,
+             gain: float = 1.0) -> Plan:
     """The fee to aim for, its phase, and why. `fee_since`: when the current fee took effect;
-    `probe_side`: +1 the next probe goes above the best guess, -1 below."""
+    `probe_side`: +1 the next probe goes above the best guess, -1 below; `gain`: what the
+    best guess is expected to earn over staying, as a share (0.05: 5% more). A flat curve
+    near its peak moves no fee: a move must be worth MIN_GAIN."""
     held = (now - fee_since) / 3600 if fee_since is not None else math.inf
     if not has_demand:
         if exposure_hours < NO_DEMAND_MIN_HOURS:
@@ -66,6 +70,9 @@ def next_fee(best_fee_ppm: int, current_fee_ppm: int, phase: str, probe_side: in
         plan_phase = PROBE
         why = (f"demand still uncertain (log sd {log_scale_sd:.2f}): probing {'above' if factor > 1 else 'below'}"
                f" the best guess {best_fee_ppm} ppm")
+    elif best_fee_ppm != current_fee_ppm and gain < MIN_GAIN and min_fee_ppm <= current_fee_ppm <= max_fee_ppm:
+        return Plan(current_fee_ppm, EXPLOIT, f"best guess {best_fee_ppm} ppm would earn {gain:+.1%}: not worth "
+                    f"a move (below {MIN_GAIN:.0%})")
     else:
         target, plan_phase = best_fee_ppm, EXPLOIT
         why = "best guess" + (f" (uncertain: a probe after {EXPLOIT_HOURS:g} h at it)" if uncertain else "")

@@ -78,7 +78,8 @@ class FeeState:
         return GossipBudget(self.gossip_tokens, self.gossip_tokens_at)
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        # flat fields only: a plain copy (dataclasses.asdict deep-copies, at a fee cycle's cost)
+        return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FeeState":
@@ -95,7 +96,7 @@ class StageResult:
     reason: str
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"stage": self.stage, "fee_ppm": self.fee_ppm, "reason": self.reason}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +178,8 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     supply = liquidity.Supply(min(liquidity.banded_stock_msat(band, ch.capacity_msat), ch.capacity_msat),
                               view.evidence.inflow_msat_per_hour, horizon_hours(config), refill)
     priced = curve if PRICING_QUANTILE is None else curve.at_scale(curve.quantile_scale_ppm(PRICING_QUANTILE))
-    on_grid = liquidity.DemandOnGrid.of(priced, liquidity.fee_grid(config.min_fee_ppm, config.max_fee_ppm))
+    on_grid = liquidity.DemandOnGrid.of(priced, liquidity.fee_grid(config.min_fee_ppm, config.max_fee_ppm,
+                                                                   around_ppm=ch.fee_ppm))
     price = liquidity.price_liquidity(on_grid, supply, config.fee_base_msat, view.evidence.has_demand)
     stages.append(StageResult("liquidity", price.fee_ppm, price.reason))
 
@@ -187,9 +189,11 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
         factor = exploration.probe_factor(sd)
         up, down = (curve.rate_per_hour(f) * f for f in (price.fee_ppm * factor, price.fee_ppm / factor))
         side = 1 if up >= down else -1
+    staying = on_grid.revenue_at(ch.fee_ppm, supply, config.fee_base_msat)
+    gain = price.expected_revenue_msat / staying - 1 if staying > 0 else 1.0
     plan = exploration.next_fee(price.fee_ppm, ch.fee_ppm, state.phase, side,
                                 state.fee_since, sd, view.evidence.has_demand, view.evidence.hours,
-                                config.min_fee_ppm, config.max_fee_ppm, now)
+                                config.min_fee_ppm, config.max_fee_ppm, now, gain)
     stages.append(StageResult("explore", plan.fee_ppm, plan.reason))
     fee = plan.fee_ppm
 

@@ -50,6 +50,8 @@ class FeeCycle:
             rows.append((d.short_channel_id, action, d.old_fee_ppm, d.new_fee_ppm, applied, json.dumps(detail)))
             summary.append({"short_channel_id": d.short_channel_id, "action": action, "applied": applied,
                             "old_fee_ppm": d.old_fee_ppm, "new_fee_ppm": d.new_fee_ppm,
+                            "target_fee_ppm": d.target_fee_ppm, "demand_price_ppm": d.demand_price_ppm,
+                            "liquidity_price_ppm": d.liquidity_price_ppm, "scarce": d.scarce,
                             "reasons": detail["reasons"]})
             if action != "set_failed" and not (d.action == A_SET and not applied):
                 saved[d.short_channel_id] = d.new_state

@@ -66,7 +66,8 @@ def _forward(event: dict) -> Forward:
         in_msat, out_msat or 0, fee_msat or 0, status,
         received_time, resolved_time,
         _count(event, "created_index", required=False),
-        _count(event, "updated_index", required=False))
+        _count(event, "updated_index", required=False),
+        _count(event, "failcode", required=status == "local_failed"))
 
 
 def _present(event: dict, field: str, required: bool) -> Any:

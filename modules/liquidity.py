@@ -17,6 +17,7 @@ The stock is read in bands with hysteresis (`stock_band`), so a balance that mov
 moves no fee: balance noise alone causes no broadcast.
 """
 import dataclasses
+import functools
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -24,6 +25,7 @@ from modules.demand import DemandCurve
 
 PPM = 1_000_000
 FEE_GRID_STEP = 1.06            # candidate fees 6% apart between the bounds
+SEARCH_FACTOR = 8.0             # prices are sought within 8x of the fee in force (moves are x2 at most)
 # local balance / capacity bands; a band is left only past its edge by BAND_HYSTERESIS
 STOCK_BANDS = (0.0, 0.05, 0.10, 0.20, 0.35, 0.50, 0.70, 1.0)
 BAND_HYSTERESIS = 0.025
@@ -52,7 +54,8 @@ class LiquidityPrice:
     reason: str
 
 
-def fee_grid(min_fee_ppm: int, max_fee_ppm: int) -> List[int]:
+@functools.lru_cache(maxsize=8)
+def _all_fees(min_fee_ppm: int, max_fee_ppm: int) -> Tuple[int, ...]:
     fees, f = [], float(max(min_fee_ppm, 1))
     while f < max_fee_ppm:
         fees.append(int(round(f)))
@@ -60,7 +63,19 @@ def fee_grid(min_fee_ppm: int, max_fee_ppm: int) -> List[int]:
     fees.append(max_fee_ppm)
     if min_fee_ppm == 0:
         fees.insert(0, 0)
-    return sorted(set(fees))
+    return tuple(sorted(set(fees)))
+
+
+def fee_grid(min_fee_ppm: int, max_fee_ppm: int, around_ppm: Optional[int] = None) -> List[int]:
+    """Candidate fees between the bounds; with `around_ppm`, only within SEARCH_FACTOR of it
+    (the same candidates whatever the fee: only fewer of them)."""
+    fees = _all_fees(min_fee_ppm, max_fee_ppm)
+    if around_ppm is not None:
+        lo, hi = max(around_ppm, 1) / SEARCH_FACTOR, max(around_ppm, 1) * SEARCH_FACTOR
+        near = [f for f in fees if lo <= f <= hi]
+        if near:
+            return near
+    return list(fees)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +92,11 @@ class DemandOnGrid:
     def rate_at(self, fee_ppm: int) -> float:
         i = min(range(len(self.fees_ppm)), key=lambda k: abs(self.fees_ppm[k] - fee_ppm))
         return self.rates_per_hour[i]
+
+    def revenue_at(self, fee_ppm: int, supply: "Supply", base_fee_msat: int) -> float:
+        """Expected revenue over the horizon at a fee (its nearest candidate's demand)."""
+        return _revenue(fee_ppm, self.rate_at(fee_ppm), self.amount_msat, supply.over_horizon_msat,
+                        supply.horizon_hours, base_fee_msat, supply.refill_cost_ppm)[0]
 
 
 def _revenue(fee_ppm: int, rate: float, amount_msat: int, supply_msat: float, horizon_hours: float,

@@ -51,7 +51,7 @@ def run_epoch(now: Optional[float] = None) -> float:
 
 
 def option_overrides(pairs: Dict[str, Any]) -> Dict[str, Any]:
-    """{"fee_min_observation_hours": 12} or {"revenue-ops-fee-min-observation-hours": "12"}
+    """{"demand_half_life_hours": 48} or {"revenue-ops-demand-half-life-hours": "48"}
     -> lightningd option names, validated later by the plugin's own option table."""
     out = {}
     for name, value in pairs.items():
