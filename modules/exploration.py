@@ -23,11 +23,12 @@ UNCERTAIN_SD = 0.35
 MIN_PROBE_FACTOR = 1.3      # probes are the posterior's log sd wide, within these
 MAX_PROBE_FACTOR = 3.0
 PROBE_HOURS = 24.0
-EXPLOIT_HOURS = 24.0
+EXPLOIT_HOURS = 48.0
 NO_DEMAND_STEP = 1.5
 NO_DEMAND_MIN_HOURS = 24.0
 MAX_STEP = 2.0
 MIN_GAIN = 0.02     # moving to the best guess must be expected to earn 2% more than staying
+PROBE_MIN_ARRIVALS = 3.0   # a probe that would see fewer arrivals than this teaches nothing
 
 EXPLOIT, PROBE = "exploit", "probe"
 
@@ -46,11 +47,13 @@ def probe_factor(log_scale_sd: float) -> float:
 def next_fee(best_fee_ppm: int, current_fee_ppm: int, phase: str, probe_side: int,
              fee_since: Optional[float], log_scale_sd: float, has_demand: bool,
              exposure_hours: float, min_fee_ppm: int, max_fee_ppm: int, now: float,
-             gain: float = 1.0) -> Plan:
+             gain: float = 1.0, arrivals_per_hour: float = math.inf) -> Plan:
     """The fee to aim for, its phase, and why. `fee_since`: when the current fee took effect;
     `probe_side`: +1 the next probe goes above the best guess, -1 below; `gain`: what the
     best guess is expected to earn over staying, as a share (0.05: 5% more). A flat curve
-    near its peak moves no fee: a move must be worth MIN_GAIN."""
+    near its peak moves no fee: a move must be worth MIN_GAIN. `arrivals_per_hour`: what the
+    channel is expected to see at the best guess (a probe that would see next to nothing is
+    not made: the node's other channels inform it instead)."""
     held = (now - fee_since) / 3600 if fee_since is not None else math.inf
     if not has_demand:
         if exposure_hours < NO_DEMAND_MIN_HOURS:
@@ -58,7 +61,7 @@ def next_fee(best_fee_ppm: int, current_fee_ppm: int, phase: str, probe_side: in
         cheaper = max(min_fee_ppm, min(current_fee_ppm, int(current_fee_ppm / NO_DEMAND_STEP)))
         return Plan(cheaper, EXPLOIT, f"no arrivals in {exposure_hours:.0f} h at up to {current_fee_ppm} ppm:"
                     f" trying {cheaper} ppm, never higher")
-    uncertain = log_scale_sd > UNCERTAIN_SD
+    uncertain = log_scale_sd > UNCERTAIN_SD and arrivals_per_hour * PROBE_HOURS >= PROBE_MIN_ARRIVALS
     if phase == PROBE:
         if held < PROBE_HOURS:
             return Plan(current_fee_ppm, PROBE, f"probing at {current_fee_ppm} ppm for {PROBE_HOURS:g} h "

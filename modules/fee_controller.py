@@ -193,7 +193,8 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     gain = price.expected_revenue_msat / staying - 1 if staying > 0 else 1.0
     plan = exploration.next_fee(price.fee_ppm, ch.fee_ppm, state.phase, side,
                                 state.fee_since, sd, view.evidence.has_demand, view.evidence.hours,
-                                config.min_fee_ppm, config.max_fee_ppm, now, gain)
+                                config.min_fee_ppm, config.max_fee_ppm, now, gain,
+                                on_grid.rate_at(price.fee_ppm))
     stages.append(StageResult("explore", plan.fee_ppm, plan.reason))
     fee = plan.fee_ppm
 

@@ -24,9 +24,9 @@ def test_values_arrive_typed_or_as_strings_like_lightningd_sends_them():
 
 @pytest.mark.parametrize("name,value,expected", [
     ("revenue-ops-flow-window-days", 0, "revenue-ops-flow-window-days: 0 is out of range; expected int from 1 to 365"),
-    ("revenue-ops-scarcity-threshold", "abc", "revenue-ops-scarcity-threshold: 'abc' is not valid; expected float from 0 to 1"),
+    ("revenue-ops-flow-ratio-threshold", "abc", "revenue-ops-flow-ratio-threshold: 'abc' is not valid; expected float from 0.01 to 1"),
     ("revenue-ops-max-fee-ppm", "12.5", "revenue-ops-max-fee-ppm: '12.5' is not valid"),
-    ("revenue-ops-scarcity-threshold", "nan", "revenue-ops-scarcity-threshold: 'nan' is not valid"),
+    ("revenue-ops-flow-ratio-threshold", "nan", "revenue-ops-flow-ratio-threshold: 'nan' is not valid"),
     ("revenue-ops-dry-run", "maybe", "revenue-ops-dry-run: 'maybe' is not valid; expected true or false"),
 ])
 def test_a_bad_value_names_the_option_and_the_allowed_range(name, value, expected):

@@ -152,7 +152,7 @@ def test_status_reports_every_part(node):
 
 @pytest.mark.parametrize("option,value,message", [
     ("revenue-ops-flow-window-days", 0, "revenue-ops-flow-window-days: 0 is out of range; expected int from 1 to 365"),
-    ("revenue-ops-scarcity-threshold", "lots", "revenue-ops-scarcity-threshold: 'lots' is not valid"),
+    ("revenue-ops-demand-half-life-hours", "lots", "revenue-ops-demand-half-life-hours: 'lots' is not valid"),
     ("revenue-ops-min-fee-ppm", 9000, "must not exceed revenue-ops-max-fee-ppm"),
 ])
 def test_invalid_options_make_the_plugin_step_aside_with_a_clear_message(node, option, value, message):
