@@ -14,9 +14,10 @@ import threading  # noqa: E402
 import traceback  # noqa: E402
 
 from pyln.client import Plugin  # noqa: E402
-from pyln.client.plugin import RequestState  # noqa: E402
+from pyln.client.plugin import Method, MethodType, RequestState  # noqa: E402
 
 from modules.errors import BUSY, INTERNAL_ERROR, UserError  # noqa: E402
+from modules.policy import check_action  # noqa: E402
 from modules.rpc_params import bool_param, check_binding, sats_param, scid_param  # noqa: E402
 from modules.config import ConfigError, build_config, manifest_options  # noqa: E402
 from modules.database import DatabaseRefused  # noqa: E402
@@ -35,7 +36,7 @@ plugin.service = None
 
 for option in manifest_options():
     plugin.add_option(option["name"], option["default"], option["description"],
-                      opt_type=option["opt_type"])
+                      opt_type=option["opt_type"], dynamic=option["dynamic"])
 
 
 def log(message: str, level: str = "info") -> None:
@@ -163,6 +164,50 @@ def revenue_rebalance(plugin, request, scid=None, amount_sats=None, force=None, 
         plugin.service.require_running()
         return plugin.service.rebalance(channel, amount, forced)
     answer_in_background(request, work)
+
+
+@plugin.async_method("revenue-policy")
+def revenue_policy(plugin, request, action=None, peer_id=None, strategy=None, fee_ppm=None, min_fee_ppm=None,
+                   max_fee_ppm=None, rebalance=None, expires_hours=None, *extra, **unknown):
+    """Per-peer policy: set <peer_id> [strategy] [fee_ppm] [min_fee_ppm] [max_fee_ppm] [rebalance]
+    [expires_hours], get <peer_id>, list, delete <peer_id>."""
+    def work():
+        check_binding("revenue-policy", ("action", "peer_id", "strategy", "fee_ppm", "min_fee_ppm",
+                                         "max_fee_ppm", "rebalance", "expires_hours"), extra, unknown)
+        settings = {"strategy": strategy, "fee_ppm": fee_ppm, "min_fee_ppm": min_fee_ppm,
+                    "max_fee_ppm": max_fee_ppm, "rebalance": rebalance, "expires_hours": expires_hours}
+        verb = check_action(action, peer_id, settings)
+        if verb == "set":
+            return plugin.service.set_policy(peer_id, **settings)
+        if verb == "get":
+            return plugin.service.get_policy(peer_id)
+        if verb == "delete":
+            return plugin.service.delete_policy(peer_id)
+        return plugin.service.list_policies()
+    answer_in_background(request, work)
+
+
+def set_config(plugin, request, config=None, val=None, **rest):
+    """lightningd's `setconfig` of one of our dynamic options (it refuses the others itself).
+
+    Checked as at start-up; a refused value is answered {code, message}, lightningd passes
+    that on and keeps the old value. In place of pyln's own handler, which answers an
+    exception from an option's on_change with a traceback and logs it: a refusal is no crash."""
+    try:
+        if plugin.service is None:
+            raise UserError("cl-revenue-ops is not running", BUSY)
+        plugin.service.set_option(config, val)
+        plugin.options[config].value = val
+        request.set_result(None)   # what pyln answers on success
+    except UserError as e:
+        answer_error(request, e.code, e.message)
+    except Exception:  # a bug of ours: the trace to the log, a plain error to the caller
+        log(f"setconfig {config} failed on an unexpected error:\n{traceback.format_exc()}", "broken")
+        answer_error(request, INTERNAL_ERROR, "setconfig failed on an internal error; the plugin log has the details")
+
+
+plugin.methods["setconfig"] = Method("setconfig", set_config, MethodType.RPCMETHOD)
+plugin.methods["setconfig"].background = True   # answered by set_config itself
 
 
 @plugin.subscribe("forward_event")

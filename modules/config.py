@@ -1,8 +1,9 @@
 """Options table and the frozen Config built from it.
 
 One table drives three things: the options the plugin registers with lightningd,
-the validation of the values lightningd hands back in `init`, and the README's
-options list. An option `revenue-ops-foo-bar` becomes the field `Config.foo_bar`.
+the validation of the values lightningd hands back in `init` (and in `setconfig`, for
+the options that may change while the plugin runs), and the README's options list. An
+option `revenue-ops-foo-bar` becomes the field `Config.foo_bar`.
 """
 import dataclasses
 import os
@@ -20,6 +21,9 @@ class OptionSpec:
     description: str
     minimum: Optional[float] = None
     maximum: Optional[float] = None
+    # `lightning-cli setconfig` may change it while the plugin runs (the loops take the new
+    # value at their next cycle); False for what is only read at start-up
+    dynamic: bool = True
 
     @property
     def full_name(self) -> str:
@@ -58,7 +62,7 @@ def _fmt(bound: Optional[float]) -> str:
 OPTIONS: Tuple[OptionSpec, ...] = (
     # --- general -----------------------------------------------------------
     OptionSpec("db-path", "", "str",
-               "SQLite database file; empty means <lightning-dir>/revenue_ops.db"),
+               "SQLite database file; empty means <lightning-dir>/revenue_ops.db", dynamic=False),
     OptionSpec("dry-run", False, "bool",
                "decide and record everything, but never set fees or start sling jobs"),
     OptionSpec("rpc-timeout-seconds", 60, "int",
@@ -206,6 +210,35 @@ def build_config(raw_options: Dict[str, Any], lightning_dir: str) -> "Config":
     return Config(**values)
 
 
+def config_with(config: "Config", name: str, raw: Any) -> "Config":
+    """`config` with one option changed at runtime (`setconfig`), checked as at start-up:
+    the value alone and with the others. Raises ConfigError naming the option, its allowed
+    range and the value that stays."""
+    spec = OPTIONS_BY_NAME.get(name)
+    if spec is None:
+        raise ConfigError(f"unknown option {name}")
+    old = getattr(config, spec.field)
+    if not spec.dynamic:
+        raise ConfigError(f"{name} is read only at start-up; it stays {_shown(old)} until a restart")
+    if raw is None:   # lightningd always sends one; None would mean the default here
+        raise ConfigError(f"{name} needs a value ({spec.range_text()}); it stays {_shown(old)}")
+    raw_options = {o.full_name: getattr(config, o.field) for o in OPTIONS}
+    raw_options[name] = raw
+    try:
+        return build_config(raw_options, os.path.dirname(config.db_path))
+    except ConfigError as e:
+        raise ConfigError(f"{e}; {name} stays {_shown(old)}")
+
+
+def option_values(config: "Config") -> Dict[str, Any]:
+    """The options in force, by their names."""
+    return {o.full_name: getattr(config, o.field) for o in OPTIONS}
+
+
+def _shown(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def default_config(lightning_dir: str = ".", **overrides: Any) -> "Config":
     """A Config of defaults with fields replaced; for tests, benches and the simulator."""
     return dataclasses.replace(build_config({}, lightning_dir), **overrides)
@@ -217,17 +250,18 @@ def manifest_options() -> List[Dict[str, Any]]:
     for o in OPTIONS:
         result.append({"name": o.full_name, "default": o.default_text(),
                        "description": f"{o.description} ({o.range_text()})",
-                       "opt_type": o.cln_type})
+                       "opt_type": o.cln_type, "dynamic": o.dynamic})
     return result
 
 
 def options_markdown() -> str:
     """The README's options table: `python -m modules.config`."""
-    lines = ["| option | default | allowed | what it does |", "|---|---|---|---|"]
+    lines = ["| option | default | allowed | at runtime | what it does |", "|---|---|---|---|---|"]
     for o in OPTIONS:
         default = o.default_text()
         shown = f"`{default}`" if default != "" else "(empty)"
-        lines.append(f"| `{o.full_name}` | {shown} | {o.range_text()} | {o.description} |")
+        runtime = "setconfig" if o.dynamic else "restart"
+        lines.append(f"| `{o.full_name}` | {shown} | {o.range_text()} | {runtime} | {o.description} |")
     return "\n".join(lines)
 
 

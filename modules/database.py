@@ -140,6 +140,15 @@ MIGRATIONS: Tuple[Tuple[str, ...], ...] = (
                scid TEXT NOT NULL, time REAL NOT NULL, fee_ppm INTEGER NOT NULL,
                PRIMARY KEY (scid, time)) WITHOUT ROWID""",
     ),
+    (  # per-peer policies set by the operator (revenue-policy)
+        """CREATE TABLE peer_policies (
+               peer_id TEXT PRIMARY KEY,
+               strategy TEXT NOT NULL,                    -- dynamic, static or passive
+               fee_ppm INTEGER, min_fee_ppm INTEGER, max_fee_ppm INTEGER,
+               rebalance TEXT NOT NULL,                   -- allow, never, source-only, destination-only
+               expires_at REAL,                           -- unix seconds; NULL: never
+               updated_at REAL NOT NULL)""",
+    ),
 )
 
 
@@ -780,6 +789,27 @@ class Database:
         with self._write() as tx:
             tx.executemany("INSERT INTO rebalance_decisions (time, scid, action, detail_json) VALUES (?, ?, ?, ?)",
                            [(now, d[0], d[1], d[2]) for d in decisions])
+
+    # --- peer policies -------------------------------------------------------------
+    POLICY_COLUMNS = ("peer_id", "strategy", "fee_ppm", "min_fee_ppm", "max_fee_ppm", "rebalance",
+                      "expires_at", "updated_at")
+
+    def save_peer_policy(self, policy: Dict[str, Any]) -> None:
+        """Stores a peer's policy, replacing the one it had."""
+        with self._write() as tx:
+            tx.execute(f"INSERT OR REPLACE INTO peer_policies ({', '.join(self.POLICY_COLUMNS)})"
+                       f" VALUES ({', '.join('?' * len(self.POLICY_COLUMNS))})",
+                       [policy[c] for c in self.POLICY_COLUMNS])
+
+    def peer_policies(self) -> List[Dict[str, Any]]:
+        """Every stored policy (expired ones too), by peer id."""
+        rows = self._conn().execute(
+            f"SELECT {', '.join(self.POLICY_COLUMNS)} FROM peer_policies ORDER BY peer_id")
+        return [dict(zip(self.POLICY_COLUMNS, r)) for r in rows]
+
+    def delete_peer_policy(self, peer_id: str) -> bool:
+        with self._write() as tx:
+            return tx.execute("DELETE FROM peer_policies WHERE peer_id = ?", (peer_id,)).rowcount > 0
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> List[str]:
         """EXPLAIN QUERY PLAN details, for tests and benches that check index use."""

@@ -14,13 +14,19 @@ its fee and its reason:
     explore    -> while demand is uncertain, alternate the best guess with probes around it;
                   a channel without demand tries cheaper, never higher (modules.exploration)
     congestion -> HTLC slots nearly full: priced at the ceiling
-    bounds     -> [min-fee-ppm, max-fee-ppm], never below what refills cost
+    bounds     -> [min-fee-ppm, max-fee-ppm] (narrowed by a peer policy's own), never below
+                  what refills cost (nor above a peer policy's ceiling)
     gossip     -> broadcast only a change worth it, within the gossip budget
                   (modules.gossip_gate)
 
 Actions: "set" (broadcast new_fee_ppm), "hold" (the fee is where the stages put it),
 "skip_gossip" (a change is wanted, `target_fee_ppm`, but it is too small or too soon, or
-the gossip budget is spent) and "skip_inactive" (not CHANNELD_NORMAL or peer offline).
+the gossip budget is spent), "skip_inactive" (not CHANNELD_NORMAL or peer offline) and
+"skip_policy" (the peer's policy is passive: nothing is changed).
+
+A peer policy (modules.policy) is data in the inputs: `static` replaces the stages by its
+fee (set at once, through the gate's urgent path, then held), `passive` by "skip_policy",
+and a dynamic policy's [min, max] narrows the options' bounds for every stage.
 
 Evidence lives in the database, not in the state: a fee set by hand, a band change or an
 exploration step never throws evidence away; every period stays evidence at its own fee.
@@ -44,8 +50,10 @@ from modules.demand import DemandCurve
 from modules.evidence import Evidence, merge
 from modules.gossip_gate import GossipBudget
 from modules.models import Channel, ChannelFlow
+from modules.policy import DYNAMIC, PASSIVE, PeerPolicy, fee_bounds
 
 A_SET, A_HOLD, A_SKIP_GOSSIP, A_SKIP_INACTIVE = "set", "hold", "skip_gossip", "skip_inactive"
+A_SKIP_POLICY = "skip_policy"
 # Prices are set on the posterior mean curve (None), or on the curve of one quantile of the
 # price scale.
 PRICING_QUANTILE = 0.5
@@ -58,6 +66,7 @@ class FeeInputs:
     evidence: Evidence
     rebalance_cost_ppm: Optional[int] = None   # average fee paid per msat refilled into it
     refills_available: bool = False            # sling there and budget left: refills can be bought
+    policy: Optional[PeerPolicy] = None        # the peer's active policy (revenue-policy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +141,7 @@ class PeerView:
     channel: Channel              # summed balances, the lead's fee and name
     evidence: Evidence
     refill_cost_ppm: Optional[int]
+    policy: Optional[PeerPolicy] = None
 
 
 def is_congested(channel: Channel, config) -> bool:
@@ -146,6 +156,10 @@ def horizon_hours(config) -> float:
 def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], config,
                now: float) -> FeeDecision:
     ch = view.channel
+    # a dynamic peer policy's bounds replace the options' for every stage
+    policy_lo, policy_hi, policy_note = fee_bounds(config.min_fee_ppm, config.max_fee_ppm, view.policy)
+    if policy_note:
+        config = dataclasses.replace(config, min_fee_ppm=policy_lo, max_fee_ppm=policy_hi)
     reasons: List[str] = []
     if state is None:
         state = FeeState(ch.fee_ppm, fee_since=now)
@@ -207,15 +221,18 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     else:
         stages.append(StageResult("congestion", fee, "HTLC slots free"))
 
-    # 5. bounds, and never below what refills cost
+    # 5. bounds, and never below what refills cost (a peer policy's ceiling wins over that)
     lo, hi = config.min_fee_ppm, config.max_fee_ppm
     floor, why = lo, f"min {lo} ppm"
     if refill is not None and refill > lo:
         floor, why = min(refill, hi), f"refill cost {refill} ppm"
+        if refill > hi and policy_note:
+            why += f", above the peer policy's ceiling {hi} ppm: the policy wins"
     bounded = min(max(fee, floor), hi)
-    stages.append(StageResult("bounds", bounded, f"raised to {bounded} ppm ({why})" if bounded > fee
-                              else f"capped at {bounded} ppm (max {hi} ppm)" if bounded < fee
-                              else f"within [{floor}, {hi}] ppm"))
+    bounds_why = (f"raised to {bounded} ppm ({why})" if bounded > fee
+                  else f"capped at {bounded} ppm (max {hi} ppm)" if bounded < fee
+                  else f"within [{floor}, {hi}] ppm")
+    stages.append(StageResult("bounds", bounded, f"{bounds_why}; {policy_note}" if policy_note else bounds_why))
     fee = bounded
     urgent = urgent or not lo <= ch.fee_ppm <= hi
 
@@ -263,7 +280,7 @@ def peer_view(members: Sequence[FeeInputs], states: Mapping[str, FeeState]) -> P
     lowest scid that has a state)."""
     if len(members) == 1:
         m = members[0]
-        return PeerView(m.channel.short_channel_id, m.channel, m.evidence, _refill_cost(m))
+        return PeerView(m.channel.short_channel_id, m.channel, m.evidence, _refill_cost(m), m.policy)
     stated = [m for m in members if m.channel.short_channel_id in states]
     lead = (stated or list(members))[0]
     chans = [m.channel for m in members]
@@ -280,7 +297,7 @@ def peer_view(members: Sequence[FeeInputs], states: Mapping[str, FeeState]) -> P
         peer_connected=any(c.peer_connected for c in chans))
     costs = [c for c in map(_refill_cost, members) if c is not None]
     return PeerView(lead.channel.short_channel_id, channel, merge([m.evidence for m in members]),
-                    max(costs) if costs else None)
+                    max(costs) if costs else None, lead.policy)
 
 
 def _per_channel(peer: FeeDecision, members: Sequence[FeeInputs], states: Mapping[str, FeeState],
@@ -323,8 +340,46 @@ def decide_all_fees(inputs: Iterable[FeeInputs], states: Mapping[str, FeeState],
                                        {v.key: v.channel.fee_ppm for v in views})
     out: List[FeeDecision] = []
     for members, view in zip(groups, views):
+        if view.policy is not None and view.policy.strategy != DYNAMIC:
+            out.extend(decide_by_policy(members, view.policy, states, config, now))
+            continue
         peer = decide_fee(view, curves[view.key], states.get(view.key), config, now)
         out.extend([peer] if len(members) == 1 else _per_channel(peer, members, states, config, now))
+    return out
+
+
+def decide_by_policy(members: Sequence[FeeInputs], policy: PeerPolicy, states: Mapping[str, FeeState],
+                     config, now: float) -> List[FeeDecision]:
+    """A static or passive peer: its policy says the fee, no stage runs. Static: each channel
+    not at the policy's fee is set at once (the gate's urgent path), then held. Passive:
+    nothing changes. No demand curve goes with these decisions: the rebalancer values a static
+    channel's refills at its fee, and never rebalances a passive one."""
+    out = []
+    for m in members:
+        ch = m.channel
+        state = states.get(ch.short_channel_id) or FeeState(ch.fee_ppm, fee_since=now)
+        target = ch.fee_ppm if policy.strategy == PASSIVE else policy.fee_ppm
+        new_fee, new_state = ch.fee_ppm, dataclasses.replace(state, target_fee_ppm=target)
+        if policy.strategy == PASSIVE:
+            action, why = A_SKIP_POLICY, f"fee stays {ch.fee_ppm} ppm"
+        elif not ch.is_active or not ch.peer_connected:
+            action = A_SKIP_INACTIVE
+            why = f"{'peer offline' if ch.is_active else 'channel ' + ch.state}: left as it is"
+        else:
+            verdict, why = gossip_gate.gate(ch.fee_ppm, target, state.last_broadcast_at, state.gossip_budget,
+                                            True, config, now)
+            action = A_SET if verdict == gossip_gate.SET else A_HOLD
+            if action == A_HOLD:
+                new_state = dataclasses.replace(new_state, fee_ppm=ch.fee_ppm)
+            else:
+                budget = state.gossip_budget.spend(now)
+                new_fee = target
+                new_state = dataclasses.replace(new_state, fee_ppm=target, last_broadcast_at=now, fee_since=now,
+                                                phase=exploration.EXPLOIT, gossip_tokens=budget.tokens,
+                                                gossip_tokens_at=budget.updated_at)
+        stages = [StageResult("policy", target, policy.fee_text()), StageResult("gossip", new_fee, why)]
+        out.append(FeeDecision(ch.short_channel_id, ch.fee_ppm, new_fee, action, [s.reason for s in stages],
+                               stages, new_state, config.fee_base_msat, target))
     return out
 
 

@@ -6,16 +6,17 @@ a "set" is recorded but its state is not, so the same move is proposed again rat
 than believed), always for the other actions.
 """
 import json
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from modules.evidence import build_evidence, fee_changes_to_record
 from modules.fee_controller import (A_SET, FeeDecision, FeeInputs, FeeState, decide_all_fees,
                                     prune_state)
 from modules.models import Channel, ChannelFlow
 from modules.node import NodeAdapter, NodeError
+from modules.policy import PeerPolicy
 from modules.rebalance_decisions import DemandOutlook
 
-ACTIONS = ("set", "hold", "skip_gossip", "skip_inactive", "set_failed")
+ACTIONS = ("set", "hold", "skip_gossip", "skip_inactive", "skip_policy", "set_failed")
 MANAGED_STATES = ("CHANNELD_NORMAL", "CHANNELD_AWAITING_SPLICE")
 
 
@@ -33,8 +34,10 @@ class FeeCycle:
         self.outlooks: Dict[str, FeeDecision] = {}
 
     def run(self, channels: List[Channel], flows: Dict[str, ChannelFlow], plugins: Iterable[str],
-            now: float, refills_available: bool = False) -> Dict[str, Any]:
-        inputs = self._inputs(channels, flows, now, refills_available)
+            now: float, refills_available: bool = False,
+            policies: Optional[Mapping[str, PeerPolicy]] = None) -> Dict[str, Any]:
+        """policies: peer id -> its active policy."""
+        inputs = self._inputs(channels, flows, now, refills_available, policies or {})
         decisions = decide_all_fees(inputs, self.states, self.config, now)
         self.outlooks = {d.short_channel_id: d for d in decisions}
         if "clboss" in plugins and not self.config.dry_run:
@@ -64,7 +67,8 @@ class FeeCycle:
         self.last_result = {"at": now, "dry_run": self.config.dry_run, "channels": len(decisions),
                             "changed": counts["set"], "held": counts["hold"],
                             "skipped_gossip": counts["skip_gossip"],
-                            "skipped_inactive": counts["skip_inactive"], "failed": counts["set_failed"],
+                            "skipped_inactive": counts["skip_inactive"],
+                            "skipped_policy": counts["skip_policy"], "failed": counts["set_failed"],
                             "states_pruned": removed}
         self.last_decisions = summary
         return self.last_result
@@ -75,7 +79,7 @@ class FeeCycle:
                 for scid, d in self.outlooks.items() if d.curve is not None}
 
     def _inputs(self, channels: List[Channel], flows: Dict[str, ChannelFlow], now: float,
-                refills_available: bool) -> List[FeeInputs]:
+                refills_available: bool, policies: Mapping[str, PeerPolicy]) -> List[FeeInputs]:
         """Each managed channel with its evidence: the hourly rollups and the fees it had
         over the lookback (a fee found changed since the last cycle is recorded first)."""
         managed = [c for c in channels if c.state in MANAGED_STATES]
@@ -94,7 +98,8 @@ class FeeCycle:
                                                   c.fee_base_msat, now, self.config.demand_lookback_days * 24,
                                                   self.config.demand_half_life_hours),
                           rebalance_cost_ppm=costs.get(c.short_channel_id),
-                          refills_available=refills_available) for c in managed]
+                          refills_available=refills_available,
+                          policy=policies.get(c.peer_id)) for c in managed]
 
     def _apply(self, d: FeeDecision):
         """(action recorded, applied to the node, error text or None)."""

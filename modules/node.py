@@ -174,6 +174,11 @@ class NodeAdapter:
         # no other sockets. Set once: saving and restoring it per call races between threads.
         socket.setdefaulttimeout(timeout_seconds)
 
+    def set_timeout(self, timeout_seconds: float) -> None:
+        """A new timeout (an option changed at runtime): for every call that starts after."""
+        self.timeout_seconds = timeout_seconds
+        socket.setdefaulttimeout(timeout_seconds)
+
     # --- plumbing ----------------------------------------------------------
     def _rpc(self) -> LightningRpc:
         rpc = getattr(self._local, "rpc", None)

@@ -342,7 +342,8 @@ def plan_rebalances(channels: Sequence[Channel], flows: Mapping[str, ChannelFlow
                     sources_exclude: Collection[str] = (), destinations_exclude: Collection[str] = (),
                     only_scids: Optional[Collection[str]] = None, amount_msat: Optional[int] = None,
                     force: bool = False, budget_available_msat: Optional[int] = None,
-                    outlooks: Mapping[str, DemandOutlook] = {}) -> List[RebalanceDecision]:
+                    outlooks: Mapping[str, DemandOutlook] = {}, no_source: Mapping[str, str] = {},
+                    no_destination: Mapping[str, str] = {}) -> List[RebalanceDecision]:
     """A verdict for every channel (or every one in `only_scids`), with numbers and reasons.
 
     `flows` and `fee_ppm_by_scid` are keyed by scid (a missing flow counts as IDLE, a missing
@@ -354,6 +355,8 @@ def plan_rebalances(channels: Sequence[Channel], flows: Mapping[str, ChannelFlow
     `budget_available_msat` (None: not checked) caps the summed reservations (`reserve_msat`)
     of the jobs started, cutting a job to whole chunks that fit when needed. `outlooks`: the
     fee controller's demand outlook of each channel, which values a refill (module doc).
+    `no_source` / `no_destination`: channels the operator's peer policies keep out of that
+    role, each with the reason its verdict gives (modules.policy).
 
     Destinations come first, started ones before refused, each by expected profit; then the
     rest by scid. Sources are shared among destinations: what one job may draw is no longer
@@ -362,6 +365,7 @@ def plan_rebalances(channels: Sequence[Channel], flows: Mapping[str, ChannelFlow
     if amount_msat is not None and not only_scids:
         raise ValueError("amount_msat needs only_scids: it is the amount for one destination")
     views = [_view(c, flows.get(c.short_channel_id), fee_ppm_by_scid, outlooks, config) for c in channels]
+    sources_exclude = set(sources_exclude) | set(no_source)
     wanted = set(only_scids) if only_scids is not None else None
     others: List[RebalanceDecision] = []
     dests: List[Tuple[_View, int, Tuple[str, ...]]] = []
@@ -380,7 +384,9 @@ def plan_rebalances(channels: Sequence[Channel], flows: Mapping[str, ChannelFlow
             others.append(_plain(v, NO_ROLE, [state] + reasons, deficit_msat=max(0, deficit),
                                  surplus_msat=max(0, -gap)))
         elif deficit <= 0:
-            others.append(_source_decision(v, reasons, sources_exclude))
+            others.append(_source_decision(v, reasons, sources_exclude, no_source.get(v.scid)))
+        elif v.scid in no_destination:
+            others.append(_plain(v, NO_ROLE, reasons + [no_destination[v.scid]], deficit_msat=deficit))
         elif v.scid in destinations_exclude:
             others.append(_plain(v, NO_ROLE, reasons + ["excluded as destination (job running)"],
                                  deficit_msat=deficit))
@@ -466,13 +472,13 @@ def _plain(v: _View, role: str, reasons: Sequence[str], **numbers) -> RebalanceD
                              daily_out_msat=v.daily_out_msat, **numbers)
 
 
-def _source_decision(v: _View, reasons: List[str], sources_exclude: Collection[str]
-                     ) -> RebalanceDecision:
+def _source_decision(v: _View, reasons: List[str], sources_exclude: Collection[str],
+                     policy_reason: Optional[str] = None) -> RebalanceDecision:
     surplus = v.ch.local_msat - v.target_msat
     if surplus <= 0:
         return _plain(v, NO_ROLE, reasons, surplus_msat=max(0, surplus))
     if v.scid in sources_exclude:
-        return _plain(v, NO_ROLE, reasons + ["excluded as source"], surplus_msat=surplus)
+        return _plain(v, NO_ROLE, reasons + [policy_reason or "excluded as source"], surplus_msat=surplus)
     can_give = _giveable(v, 0, {})
     reasons.append(f"can give {sat_text(can_give)} sat")
     if v.state not in CHEAP_SOURCE_STATES:

@@ -9,7 +9,7 @@ import contextlib
 import json
 import re
 import threading
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from modules.budget import budget_rule, wallet_reserve_ok
 from modules.database import BUDGET_WINDOW_SECONDS
@@ -17,6 +17,7 @@ from modules.errors import REBALANCE_REFUSED, UserError
 from modules.job_manager import BudgetExhausted, JobManager, JobPlan
 from modules.models import Channel, ChannelFlow
 from modules.node import NodeAdapter, NodeError
+from modules.policy import PeerPolicy, rebalance_exclusions
 from modules.rebalance_decisions import (FUTILITY_REASON, DemandOutlook, RebalanceDecision, plan_rebalances,
                                         prune_failures)
 
@@ -30,7 +31,9 @@ class Rebalancer:
         self.db = db
         self.config = config
         self.log = log
-        self.jobs = JobManager(node, db, config, log, budget_rule(config.daily_budget_sats * 1000))
+        # the limit is read at each reservation: it may change at runtime (setconfig)
+        self.jobs = JobManager(node, db, config, log, lambda spent, reserved, amount: budget_rule(
+            self.config.daily_budget_sats * 1000)(spent, reserved, amount))
         # The loop and a manual revenue-rebalance take turns; the budget itself is also
         # reserved atomically in the database, so even without this it could not overspend.
         self._pass_lock = threading.Lock()
@@ -40,17 +43,19 @@ class Rebalancer:
     def run_pass(self, channels: List[Channel], flows: Dict[str, ChannelFlow], sling_loaded: bool,
                  now: float, scid: Optional[str] = None, amount_sats: Optional[int] = None,
                  force: bool = False, sling_problem: Optional[str] = None,
-                 outlooks: Optional[Dict[str, DemandOutlook]] = None) -> Dict[str, Any]:
+                 outlooks: Optional[Dict[str, DemandOutlook]] = None,
+                 policies: Optional[Mapping[str, PeerPolicy]] = None) -> Dict[str, Any]:
         """One pass over every channel (automatic) or one channel (manual, scid given).
 
         sling_loaded: sling is there and adopted (hygiene done, ledger checked); when it is
         not, `sling_problem` says why (default: not loaded). `outlooks`: the fee controller's
-        demand outlook per channel, which values refills."""
+        demand outlook per channel, which values refills. `policies`: peer id -> its active
+        policy, which may keep a channel out of either role."""
         with self._pass_lock:
             if self.closed:
                 raise UserError("cl-revenue-ops is shutting down", REBALANCE_REFUSED)
             return self._run_pass(channels, flows, sling_loaded, now, scid, amount_sats, force,
-                                  sling_problem, outlooks or {})
+                                  sling_problem, outlooks or {}, policies or {})
 
     def budget_available_msat(self, now: float) -> int:
         spent, reserved = self.db.budget_usage(now)
@@ -85,11 +90,15 @@ class Rebalancer:
                 self._pass_lock.release()
 
     def _run_pass(self, channels, flows, sling_loaded, now, scid, amount_sats, force,
-                  sling_problem, outlooks) -> Dict[str, Any]:
+                  sling_problem, outlooks, policies) -> Dict[str, Any]:
         manual = scid is not None
         by_scid = {c.short_channel_id: c for c in channels}
+        no_source, no_destination = rebalance_exclusions(channels, policies)
         if manual:
             self._check_request(scid, amount_sats, by_scid)
+            if scid in no_destination:
+                raise UserError(f"{scid} may not be rebalanced into: {no_destination[scid]} "
+                                f"(revenue-policy get {by_scid[scid].peer_id})", REBALANCE_REFUSED)
         refusal = self._refusal(sling_loaded, sling_problem)
         if refusal and manual:   # refused before anything is touched
             raise UserError(refusal, REBALANCE_REFUSED)
@@ -113,7 +122,8 @@ class Rebalancer:
             self.config, now, sources_exclude=busy | {s for j in running for s in j["candidates"]},
             destinations_exclude=busy, only_scids=[scid] if manual else None,
             amount_msat=amount_sats * 1000 if amount_sats else None, force=force,
-            budget_available_msat=available, outlooks=outlooks)
+            budget_available_msat=available, outlooks=outlooks, no_source=no_source,
+            no_destination=no_destination)
         if manual and decisions and not decisions[0].start:
             budget_reason = next((r for r in decisions[0].reasons if r.startswith("budget")), None)
             if budget_reason:

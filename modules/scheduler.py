@@ -2,6 +2,8 @@
 
 A cycle that raises is logged and counted; the loop goes on. `run_now` wakes a loop
 early and can wait for that cycle to finish, so RPC methods and tests can trigger work.
+`set_interval` (an option changed at runtime) applies to the wait under way, counted
+from when it began, and to every wait after it.
 """
 import dataclasses
 import random
@@ -46,13 +48,24 @@ class Loop:
         self._wake = threading.Event()
         self._done = threading.Condition()
         self._started = 0   # cycles begun; stats.runs counts cycles ended
+        self._asked = False     # run_now woke the loop
+        self._rearm = False     # set_interval woke it: wait again, for the new interval
         self._thread: Optional[threading.Thread] = None
 
     def next_delay(self) -> float:
         spread = self.interval_seconds * self.jitter_fraction
         return max(0.0, self.interval_seconds + self.rng.uniform(-spread, spread))
 
+    def set_interval(self, interval_seconds: float, jitter_fraction: float) -> None:
+        if (interval_seconds, jitter_fraction) == (self.interval_seconds, self.jitter_fraction):
+            return
+        self.interval_seconds = interval_seconds
+        self.jitter_fraction = jitter_fraction
+        self._rearm = True
+        self._wake.set()
+
     def start(self, first_delay: Optional[float] = None) -> None:
+        self._rearm = False   # an interval set before the start is in force already
         self._thread = threading.Thread(target=self._run, args=(first_delay,),
                                         name=f"loop-{self.name}", daemon=True)
         self._thread.start()
@@ -75,6 +88,7 @@ class Loop:
         with self._done:
             # a cycle already under way may have read its inputs: wait for the next one
             needed = self._started + 1
+        self._asked = True
         self._wake.set()
         if not wait:
             return True
@@ -106,17 +120,29 @@ class Loop:
 
     def _run(self, first_delay: Optional[float]) -> None:
         delay = self.next_delay() if first_delay is None else first_delay
-        while not self._stop.is_set():
-            self.stats.next_run = self.clock() + delay
-            self._wake.wait(delay)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
+        while self._wait(delay):
             self.run_once()
             delay = self.next_delay()
         self.stats.next_run = None
         with self._done:
             self._done.notify_all()
+
+    def _wait(self, delay: float) -> bool:
+        """Until the next cycle is due (True) or the loop stops (False)."""
+        began = time.monotonic()
+        while True:
+            left = max(0.0, began + delay - time.monotonic())
+            self.stats.next_run = self.clock() + left
+            due = not self._wake.wait(left)
+            self._wake.clear()
+            if self._stop.is_set():
+                return False
+            if due or self._asked:
+                self._asked = False
+                return True
+            if self._rearm:   # a new interval: the wait under way is measured by it
+                self._rearm = False
+                delay = self.next_delay()
 
 
 class Scheduler:
@@ -128,6 +154,14 @@ class Scheduler:
     def add(self, loop: Loop) -> Loop:
         self.loops[loop.name] = loop
         return loop
+
+    def set_interval(self, interval_seconds: float, jitter_fraction: float) -> None:
+        if (interval_seconds, jitter_fraction) == (self.interval_seconds, self.jitter_fraction):
+            return
+        self.interval_seconds = interval_seconds
+        self.jitter_fraction = jitter_fraction
+        self._rearm = True
+        self._wake.set()
 
     def start(self, first_delays: Optional[Dict[str, float]] = None) -> None:
         for name, loop in self.loops.items():

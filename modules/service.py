@@ -4,13 +4,15 @@ The plugin shell calls `open()` inside `init` (fast: options, database, migratio
 `start()`, which runs hygiene and hydration on a background thread and only then starts
 the loops, so `init` returns at once and RPC methods answer during hydration.
 """
+import dataclasses
 import sqlite3
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 from modules import __version__
-from modules.config import Config
+from modules import policy as peer_policy
+from modules.config import Config, ConfigError, config_with, option_values
 from modules.database import Database, DatabaseGone
 from modules.errors import BUSY, UserError
 from modules.fee_cycle import FeeCycle
@@ -51,6 +53,7 @@ class Service:
         self._startup_thread: Optional[threading.Thread] = None
         self._stopping = threading.Event()
         self._jobs_stood_down = False
+        self._config_lock = threading.Lock()
 
     # --- start-up ------------------------------------------------------------
     def open(self) -> None:
@@ -113,6 +116,8 @@ class Service:
     # --- loops ---------------------------------------------------------------
     def flow_cycle(self) -> Dict[str, Any]:
         """Catch up new forwards (the hydration path), then analyse every open channel."""
+        self.flow.config = self.config   # an option changed at runtime: from this cycle on
+        self.sync.page_size = self.config.hydration_page_size
         self.db.check_present()
         synced = self.sync.catch_up()
         channels = [c for c in self._refresh_channels() if c.is_active]
@@ -127,14 +132,16 @@ class Service:
                                                           key=lambda f: -f.daily_volume_msat)]}
 
     def fee_cycle(self) -> Dict[str, Any]:
+        self.fees.config = config = self.config   # an option changed at runtime: from this cycle on
         self.db.check_present()   # a fee set must be recorded: none while the file is gone
         self.plugins = self._plugin_names() or self.plugins   # clboss may come and go (None: keep)
         channels = self._refresh_channels()
         now = self.clock()
         # a known refill price counts in the liquidity price only when refills can be bought
-        refills = (self.sling.refusal is None and not self.config.dry_run
+        refills = (self.sling.refusal is None and not config.dry_run
                    and self.rebalancer.budget_available_msat(now) > 0)
-        return self.fees.run(channels, self.flow.flows, self.plugins, now, refills_available=refills)
+        return self.fees.run(channels, self.flow.flows, self.plugins, now, refills_available=refills,
+                             policies=self._active_policies(now))
 
     def fee_report(self, scid: Optional[str]) -> Dict[str, Any]:
         channels = self._refresh_channels()   # the fees as they are now, not as last cycle saw them
@@ -155,6 +162,7 @@ class Service:
         except DatabaseGone:
             self._stand_down_jobs()
             raise
+        self._adopt_rebalance_config()
         plugins = self._plugin_names()   # one cheap call
         if plugins is not None:
             self.plugins = plugins
@@ -184,15 +192,110 @@ class Service:
     def rebalance(self, scid: Optional[str], amount_sats: Optional[int], force: bool) -> Dict[str, Any]:
         """An automatic pass (scid None) or the evaluation of one channel, on fresh channels."""
         self.db.check_present()
+        self._adopt_rebalance_config()
         plugins = self._plugin_names()   # sling may have been started (or stopped) since
         if plugins is not None:
             self.plugins = plugins
         ready = self.sling.refresh(plugins)
         channels = self._refresh_channels()
-        return self.rebalancer.run_pass(channels, self.flow.flows, ready, self.clock(),
+        now = self.clock()
+        return self.rebalancer.run_pass(channels, self.flow.flows, ready, now,
                                         scid=scid, amount_sats=amount_sats, force=force,
                                         sling_problem=self.sling.refusal,
-                                        outlooks=self.fees.demand_outlooks())
+                                        outlooks=self.fees.demand_outlooks(),
+                                        policies=self._active_policies(now))
+
+    # --- options changed at runtime (setconfig) -----------------------------------
+    def set_option(self, name: str, raw: Any) -> Config:
+        """Checks a new value as at start-up and puts it in force: status shows it at once,
+        each loop uses it from its next cycle (a cycle under way ends with what it began
+        with), a loop's new interval counts from its last cycle. A bad value: a UserError
+        with the option's range, and nothing changes."""
+        with self._config_lock:
+            try:
+                config = config_with(self.config, name, raw)
+            except ConfigError as e:
+                raise UserError(str(e))
+            self.config = config
+            self.node.set_timeout(config.rpc_timeout_seconds)
+            jitter = config.loop_jitter_percent / 100
+            for loop, interval in self._loop_intervals(config).items():
+                if loop in self.scheduler.loops:
+                    self.scheduler.loops[loop].set_interval(interval, jitter)
+        self.log(f"option {name} is now {option_values(config)[name]}", "info")
+        return config
+
+    @staticmethod
+    def _loop_intervals(config: Config) -> Dict[str, int]:
+        return {"flow": config.flow_interval_seconds, "fee": config.fee_interval_seconds,
+                "rebalance": config.rebalance_interval_seconds,
+                "jobs": config.rebalance_watch_interval_seconds}
+
+    def _adopt_rebalance_config(self) -> None:
+        """The rebalancer and its jobs take a changed config between passes, never inside one."""
+        config = self.config
+        if self.rebalancer.config is config:
+            return
+        with self.rebalancer.exclusive():
+            self.rebalancer.config = self.rebalancer.jobs.config = self.sling.config = config
+
+    # --- peer policies (revenue-policy) --------------------------------------------
+    def _policies(self) -> List[peer_policy.PeerPolicy]:
+        return [peer_policy.PeerPolicy(**row) for row in self.db.peer_policies()]
+
+    def _active_policies(self, now: float) -> Dict[str, peer_policy.PeerPolicy]:
+        return peer_policy.active_policies(self._policies(), now)
+
+    def set_policy(self, peer_id: Any, strategy: Any, fee_ppm: Any, min_fee_ppm: Any, max_fee_ppm: Any,
+                   rebalance: Any, expires_hours: Any) -> Dict[str, Any]:
+        """Checks every parameter, then that the node has a channel to the peer, then stores;
+        anything wrong: a UserError naming it, and nothing stored."""
+        now = self.clock()
+        policy = peer_policy.build_policy(peer_id, strategy, fee_ppm, min_fee_ppm, max_fee_ppm,
+                                          rebalance, expires_hours, now)
+        channels = self._refresh_channels()
+        if policy.peer_id not in peer_policy.known_peers(channels):
+            raise UserError(f"unknown peer {policy.peer_id}: no channel to it that is open "
+                            f"(or opening) on this node")
+        self.db.save_peer_policy(dataclasses.asdict(policy))
+        self.log(f"Peer policy set for {policy.peer_id}: {policy.fee_text()}, rebalance "
+                 f"{policy.rebalance}" + ("" if policy.expires_at is None else
+                                          f", until {policy.expires_at:.0f}"), "info")
+        return self._policy_view(policy, channels, now)
+
+    def get_policy(self, peer_id: Any) -> Dict[str, Any]:
+        """The peer's policy, or what is in force without one."""
+        peer = peer_policy.check_peer_id(peer_id)
+        found = next((p for p in self._policies() if p.peer_id == peer), None)
+        return self._policy_view(found or peer_policy.PeerPolicy(peer), self.channels, self.clock(),
+                                 stored=found is not None)
+
+    def list_policies(self) -> Dict[str, Any]:
+        now = self.clock()
+        return {"policies": [self._policy_view(p, self.channels, now) for p in self._policies()]}
+
+    def delete_policy(self, peer_id: Any) -> Dict[str, Any]:
+        peer = peer_policy.check_peer_id(peer_id)
+        deleted = self.db.delete_peer_policy(peer)
+        if deleted:
+            self.log(f"Peer policy deleted for {peer}: the defaults apply from the loops' next cycle", "info")
+        return {"peer_id": peer, "deleted": deleted}
+
+    @staticmethod
+    def _policy_view(policy: peer_policy.PeerPolicy, channels: List[Channel], now: float,
+                     stored: bool = True) -> Dict[str, Any]:
+        """A policy as revenue-policy shows it: its fields, whether it has expired, what is in
+        force for the peer, and the peer's channels as the loops last saw them."""
+        view = policy.to_dict(now)
+        if not stored:
+            in_force = "no policy: the defaults (strategy dynamic, rebalance allow)"
+        elif view["expired"]:
+            in_force = "expired: ignored, the defaults apply (strategy dynamic, rebalance allow)"
+        else:
+            in_force = f"{policy.fee_text()}; rebalance {policy.rebalance}"
+        view.update(stored=stored, in_force=in_force,
+                    channels=sorted(c.short_channel_id for c in channels if c.peer_id == policy.peer_id))
+        return view
 
     def require_running(self) -> None:
         if self.phase != RUNNING:
@@ -234,6 +337,7 @@ class Service:
             "uptime_seconds": int(self.clock() - self.started_at),
             "dry_run": self.config.dry_run,
             "startup_error": self.startup_error,
+            "options": option_values(self.config),
             "loops": self.scheduler.stats(),
             "database": self._database_status(),
             "sling": self.sling.status() if self.sling else {"loaded": False},

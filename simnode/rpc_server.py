@@ -195,13 +195,23 @@ def h_feerates(node, a, old):
 
 
 def h_setconfig(node, a, old):
+    """As lightningd/configs.c: only an option its plugin registered `dynamic`, with a value
+    unless it is a flag; the plugin checks the value and its error (code and message, nothing
+    else) is the caller's answer, the old value kept. On success the value is the option's
+    from then on (lightningd also writes it to its config file)."""
     plugin = node.plugin_for_option(a["config"])
     if plugin is None:
-        raise SimRpcError(INVALID_PARAMS, f"config: Unknown config option {a['config']}")
+        raise badparam("config", "Unknown config option", a["config"])
+    option = next(o for o in plugin.manifest.get("options", []) if o.get("name") == a["config"])
+    if not option.get("dynamic"):
+        raise badparam("config", "Not a dynamic config option", a["config"])
     val = a.get("val")
+    if val is None and option.get("type") != "flag":
+        raise SimRpcError(INVALID_PARAMS, f"{a['config']} requires a value")
     plugin.setconfig(a["config"], val)
-    return {"config": {"config": a["config"], "source": "cmdline", "plugin": plugin.path,
-                       "dynamic": True, "value_str": str(val)}}
+    shown = {"value_str": str(val)} if option.get("type", "string") == "string" else {"set": True}
+    return {"config": dict({"config": a["config"]}, **shown, source="cmdline", plugin=plugin.path,
+                           dynamic=True)}
 
 
 BUILTINS = {
