@@ -255,8 +255,8 @@ class Service:
                                           rebalance, expires_hours, now)
         channels = self._refresh_channels()
         if policy.peer_id not in peer_policy.known_peers(channels):
-            raise UserError(f"unknown peer {policy.peer_id}: no channel to it that is open "
-                            f"(or opening) on this node")
+            raise UserError(f"unknown peer {policy.peer_id}: this node has no channel to it that is "
+                            f"not closing")
         self.db.save_peer_policy(dataclasses.asdict(policy))
         self.log(f"Peer policy set for {policy.peer_id}: {policy.fee_text()}, rebalance "
                  f"{policy.rebalance}" + ("" if policy.expires_at is None else

@@ -48,7 +48,7 @@ def test_a_lower_max_fee_caps_the_next_cycle_and_status_shows_it(node):
     assert fees_set(node, seen).get(busy) == 2000
 
 
-@pytest.mark.parametrize("name,value,message", [
+BAD_VALUES = [
     ("revenue-ops-max-fee-ppm", "abc", "revenue-ops-max-fee-ppm: 'abc' is not valid; expected int from 1 to 100000;"
                                        " revenue-ops-max-fee-ppm stays 2500"),
     ("revenue-ops-max-fee-ppm", "0", "revenue-ops-max-fee-ppm: 0 is out of range; expected int from 1 to 100000;"
@@ -60,15 +60,21 @@ def test_a_lower_max_fee_caps_the_next_cycle_and_status_shows_it(node):
                                                 " stays 0.3"),
     ("revenue-ops-dry-run", "maybe", "expected true or false; revenue-ops-dry-run stays false"),
     ("revenue-ops-rebalance-chunk-sats", "9000000", "must not exceed revenue-ops-rebalance-max-amount-sats"),
-])
-def test_a_bad_value_is_refused_with_its_range_and_the_old_value_stays(node, name, value, message):
+    ("revenue-ops-fee-interval-seconds", "5", "expected int from 10 to 86400"),
+]
+
+
+def test_a_bad_value_is_refused_with_its_range_and_the_old_value_stays(node):
     plugin = start_plugin(node)
     before = plugin.call("revenue-status")["options"]
-    error = refused(node, name, value)
-    assert error["code"] == -32602 and message in error["message"]
-    assert set(error) == {"code", "message"}                       # no traceback reaches the caller
+    for name, value, message in BAD_VALUES:
+        error = refused(node, name, value)
+        assert error["code"] == -32602 and message in error["message"], (name, value, error)
+        assert set(error) == {"code", "message"}                   # no traceback reaches the caller
     assert plugin.call("revenue-status")["options"] == before
-    assert not any("Traceback" in m for _, m in plugin.logs)
+    assert not any("Traceback" in m for _, m in plugin.logs)       # a refusal is no crash
+    result = plugin.call("revenue-adjust-fees")                    # and the loops run on the old values
+    assert fees_set(node)[node.ids["busy"]] == 2500 and result["cycle"]["failed"] == 0
 
 
 def test_the_database_path_cannot_change_at_runtime(node):
