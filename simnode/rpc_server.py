@@ -13,6 +13,7 @@ import re
 import socket
 import tempfile
 import threading
+import time
 import traceback
 
 from .forwards import STATUS_CODES
@@ -209,9 +210,20 @@ def h_setconfig(node, a, old):
     if val is None and option.get("type") != "flag":
         raise SimRpcError(INVALID_PARAMS, f"{a['config']} requires a value")
     plugin.setconfig(a["config"], val)
+    line = f"{a['config']}={val}" if val is not None else a["config"]
     shown = {"value_str": str(val)} if option.get("type", "string") == "string" else {"set": True}
-    return {"config": dict({"config": a["config"]}, **shown, source="cmdline", plugin=plugin.path,
-                           dynamic=True)}
+    return {"config": dict({"config": a["config"]}, **shown, source=append_config(node, line),
+                           plugin=plugin.path, dynamic=True)}
+
+
+def append_config(node, line):
+    """lightningd appends a value set by setconfig to its config file: returns "file:line"."""
+    path = os.path.join(node.lightning_dir, "config")
+    with open(path, "a+") as f:
+        f.seek(0)
+        lines = f.read().count("\n")
+        f.write(f"# Inserted by setconfig {time.ctime()}\n{line}\n")
+    return f"{path}:{lines + 2}"
 
 
 BUILTINS = {

@@ -34,6 +34,7 @@ def test_a_lower_max_fee_caps_the_next_cycle_and_status_shows_it(node):
     answer = setconfig(node, "revenue-ops-max-fee-ppm", 900)       # lightning-cli sends a number
     assert answer["config"]["config"] == "revenue-ops-max-fee-ppm"
     assert answer["config"]["value_str"] == "900" and answer["config"]["dynamic"] is True
+    assert answer["config"]["source"] == f"{node.lightning_dir}/config:2"   # where lightningd writes it
     assert plugin.call("revenue-status")["options"]["revenue-ops-max-fee-ppm"] == 900
     result = plugin.call("revenue-adjust-fees")
     busy = node.ids["busy"]

@@ -311,6 +311,12 @@ def test_plugin_protocol(node, tiny):
     assert plugin.notify("connect", {"id": "x"}) is False      # not subscribed: not sent
     rpc_of(node).call("setconfig", ["tiny-dyn", 9])
     assert plugin.wait_for_log(r"dyn tiny-dyn=") == "dyn tiny-dyn='9'"   # value as a string
+    # lightningd refuses itself what the plugin did not register dynamic (and a missing value)
+    assert rpc_error(rpc_of(node).call, "setconfig", ["tiny-int", 3]) == {
+        "code": -32602, "message": "config: Not a dynamic config option: invalid token '\"tiny-int\"'"}
+    assert rpc_error(rpc_of(node).call, "setconfig", ["tiny-dyn"])["message"] == "tiny-dyn requires a value"
+    assert rpc_error(rpc_of(node).call, "setconfig", ["tiny-nope", 1])["message"].startswith(
+        "config: Unknown config option")
     assert plugin.shutdown() == 0
     assert any(m == "bye" for _, m in plugin.logs)
     assert plugin.rss_peak_kb() is None
