@@ -8,7 +8,8 @@ from pyln.client import RpcError
 from modules.config import OPTIONS
 from plugin_harness import node_rpc, start_plugin
 from simnode import SimRpcError
-from test_plugin_policy import decision, fees_set, node  # noqa: F401 (the fixture)
+from test_plugin_policy import decision, fees_set, market, node  # noqa: F401 (the fixtures)
+from test_plugin_rebalance import BUDGET
 
 
 def setconfig(node, name, value):
@@ -116,3 +117,27 @@ def test_a_shorter_rpc_timeout_bounds_the_next_node_call(node):
         plugin.call("revenue-fees")
     assert time.monotonic() - began < 2.5
     assert "no answer within 1 s" in err.value.message
+
+
+def test_a_new_page_size_is_used_by_the_next_catch_up(node):
+    plugin = start_plugin(node)
+    setconfig(node, "revenue-ops-hydration-page-size", "100")
+    busy, even = node.ids["busy"], node.ids["even"]
+    for i in range(250):
+        node.add_forward(busy, even, out_msat=1_000_000, fee_msat=100, received_time=time.time() - 60 + i * 0.1)
+    seen = len(node.calls_of("listforwards"))
+    assert plugin.call("revenue-analyze")
+    pages = [c for c in node.calls_of("listforwards")[seen:] if c.get("index") == "created"]
+    assert [c["limit"] for c in pages] == [100, 100, 100]
+
+
+def test_a_new_budget_is_what_the_next_rebalance_may_spend(market):
+    plugin = start_plugin(market, **BUDGET)
+    plugin.call("revenue-analyze")
+    setconfig(market, "revenue-ops-daily-budget-sats", "0")
+    with pytest.raises(SimRpcError) as err:
+        plugin.call("revenue-rebalance", {"scid": market.ids["D"]})
+    assert err.value.code == -32001 and "of 0 sat" in err.value.message
+    assert plugin.call("revenue-status")["rebalancing"]["budget"]["limit_sats"] == 0
+    setconfig(market, "revenue-ops-daily-budget-sats", "5000")
+    assert plugin.call("revenue-rebalance", {"scid": market.ids["D"]})["decision"]["start"] is True
