@@ -96,13 +96,16 @@ def bool_param(value: Any, name: str, default: bool) -> bool:
     return value
 
 
-def whole_param(value: Any, name: str, low: int, high: int, default: Optional[int], meaning: str = "") -> Optional[int]:
-    """An optional whole number from low to high (the default when not given)."""
+def whole_param(value: Any, name: str, low: int, high: int, default: Optional[int],
+                meaning: str = "") -> Optional[int]:
+    """An optional whole number from low to high (the default when not given); `meaning`
+    says what a special value means, e.g. "0: the whole history"."""
     if value is None:
         return default
     extra = f" ({meaning})" if meaning else ""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{name} must be a whole number from {low} to {high}{extra}, got {json_type(value)} {clip(value)}")
+        raise UserError(f"{name} must be a whole number from {low} to {high}{extra},"
+                        f" got {json_type(value)} {clip(value)}")
     if not low <= value <= high:
         raise UserError(f"{name} must be between {low} and {high}{extra}, got {clip(value)}")
     return value

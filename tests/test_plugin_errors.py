@@ -161,7 +161,8 @@ def test_a_bug_of_ours_answers_a_plain_error_and_logs_the_trace(node):
 def test_documented_usage_is_unchanged(shared):
     usage = {m["name"]: m["usage"] for m in shared.manifest["rpcmethods"]}
     assert usage == {"revenue-status": "", "revenue-analyze": "", "revenue-fees": "[scid]",
-                     "revenue-adjust-fees": "", "revenue-rebalance": "[scid] [amount_sats] [force]"}
+                     "revenue-adjust-fees": "", "revenue-rebalance": "[scid] [amount_sats] [force]",
+                     "revenue-report": "[days] [id] [view] [count]"}
 
 
 def test_good_calls_bind_by_position_and_by_name(shared):
