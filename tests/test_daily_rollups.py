@@ -137,7 +137,7 @@ def test_a_long_history_rolls_in_bounded_transactions(tmp_path):
     db._conn().set_trace_callback(statements.append)
     assert db.roll_days(NOW) == TODAY - first_day(forwards) == 200
     rolls = [s for s in statements if s.startswith("DELETE FROM flow_daily")]
-    assert len(rolls) == 7 == sum(1 for s in statements if s.startswith("BEGIN IMMEDIATE")) - 1   # 31 days each
+    assert len(rolls) == 29 == sum(1 for s in statements if s.startswith("BEGIN IMMEDIATE")) - 1   # 7 days each
 
 
 def test_the_report_reads_use_the_primary_keys(tmp_path):
