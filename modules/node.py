@@ -306,7 +306,6 @@ class NodeAdapter:
         return SlingSpend(sling_fee_bound_msat(successes),
                           parse_local_time(successes.get("time_of_last_rebalance")))
 
-
     def sling_window(self, scid: str) -> SlingWindow:
         """sling-stats <scid> true, as sling's own figures for the channel over its window."""
         result = self.call("sling-stats", {"scid": scid, "json": True}) or {}

@@ -133,12 +133,15 @@ class Service:
         """Earned, rebalance spend and net per channel, per peer and in total (modules/report.py)."""
         now = self.clock()
         channels = self.node.list_channels()
-        self.db.roll_days(now)   # usually done by the flow cycle: then nothing to do
+        notes = []
+        try:
+            self.db.roll_days(now)   # usually done by the flow cycle: then nothing to do
+        except sqlite3.Error as e:   # a storage fault: the read is exact without it, only slower
+            notes.append(f"closed days could not be rolled into the daily rollups ({e}): read from the hourly ones")
         since = window_since(now, days)
         flows = self.db.report_flow(since)
         spend = self.db.rebalance_spend_since(since)
         scids = selected_scids(channels, flows, spend, target)
-        notes = []
         if self.phase in (STARTING, HYDRATING):
             notes.append("the forwarding history is still being read from the node: figures are incomplete")
         sling = self._sling_windows([s for s in scids if s in spend], notes)

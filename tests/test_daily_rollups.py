@@ -91,6 +91,17 @@ def test_the_report_read_is_exact_before_and_after_a_roll_and_with_stale_days(tm
     assert db.roll_days(NOW) == 0                    # nothing left to roll
 
 
+def test_a_roll_before_any_forward_leaves_later_history_exact(tmp_path):
+    db = open_db(tmp_path)
+    assert db.roll_days(NOW) == 0 and db.get_mark("daily_rolled_until") == TODAY   # hydration not begun
+    forwards = history(300, 20)
+    db.store_forwards(forwards)
+    assert db.get_mark("daily_stale_from") == first_day(forwards)
+    assert_exact(db, forwards)
+    assert db.roll_days(NOW) == TODAY - first_day(forwards)
+    assert_exact(db, forwards)
+
+
 def test_today_is_rolled_once_it_has_closed(tmp_path):
     db = open_db(tmp_path)
     forwards = [make_forward("1x1x0", 0, "2x1x0", 10**6, 7, NOW - 60)]

@@ -8,6 +8,7 @@ import pytest
 
 from plugin_harness import db_path, node_rpc, start_plugin, wait_for_phase
 from simnode import SimNode
+from test_plugin_database import set_faults, start_with_faults
 from test_plugin_errors import assert_plain, raw_error
 
 NOW = time.time()
@@ -213,6 +214,28 @@ def test_the_whole_history_stays_when_old_forwards_and_hourly_rows_are_pruned(tm
         plugin = start_plugin(node)
         after = plugin.call("revenue-report", {"days": 0})
         assert after["totals"] == before["totals"] and rows(after)[b] == rows(before)[b]
+
+
+def test_on_read_only_storage_the_report_answers_exactly_from_the_hourly_rollups(tmp_path):
+    with SimNode(str(tmp_path)) as node:
+        a = node.add_channel(capacity_sats=2_000_000, local_sats=1_000_000)
+        b = node.add_channel(capacity_sats=2_000_000, local_sats=1_000_000)
+        for age_days in (20, 9, 2):
+            fwd(node, a, b, 10_000_000, 1_000 * age_days, age_days * DAY)
+        plugin = start_plugin(node)
+        plugin.call("revenue-analyze")
+        before = plugin.call("revenue-report", {"days": 0})
+        assert plugin.shutdown() == 0
+        with sqlite3.connect(db_path(node)) as conn:     # a late forward made 9 days ago stale
+            conn.execute("INSERT INTO marks VALUES ('daily_stale_from', ?)", (int(NOW - 9 * DAY) // DAY,))
+        faults = str(tmp_path / "faults")
+        set_faults(faults, "readonly")
+        plugin = start_with_faults(node, faults)
+        after = plugin.call("revenue-report", {"days": 0})
+        assert rows(after)[b]["earned_msat"] == 31_000 and after["totals"] == before["totals"]
+        assert any("could not be rolled" in n and "readonly" in n for n in after["notes"]), after["notes"]
+        set_faults(faults)
+        assert not any("could not be rolled" in n for n in plugin.call("revenue-report")["notes"])
 
 
 def test_during_hydration_the_report_answers_and_says_the_history_is_incomplete(tmp_path):
