@@ -18,7 +18,9 @@ from pyln.client.plugin import Method, MethodType, RequestState  # noqa: E402
 
 from modules.errors import BUSY, INTERNAL_ERROR, UserError  # noqa: E402
 from modules.policy import check_action  # noqa: E402
-from modules.rpc_params import bool_param, check_binding, sats_param, scid_param  # noqa: E402
+from modules.rpc_params import (bool_param, check_binding, choice_param, peer_or_scid_param,  # noqa: E402
+                                sats_param, scid_param, whole_param)
+from modules import report  # noqa: E402
 from modules.config import ConfigError, build_config, manifest_options  # noqa: E402
 from modules.database import DatabaseRefused  # noqa: E402
 from modules.db_file import DatabaseGone  # noqa: E402
@@ -208,6 +210,23 @@ def set_config(plugin, request, config=None, val=None, **rest):
 
 plugin.methods["setconfig"] = Method("setconfig", set_config, MethodType.RPCMETHOD)
 plugin.methods["setconfig"].background = True   # answered by set_config itself
+
+
+@plugin.async_method("revenue-report")
+def revenue_report(plugin, request, days=None, id=None, view=None, count=None, *extra, **unknown):
+    """Per channel, per peer and for the node over `days` (default 30, 0: the whole history):
+    fees earned, volume, rebalance spend, net, earned vs rebalance ppm, unmet demand; sorted
+    by net. id: one peer or one channel; view top/bottom: the `count` best or worst."""
+    def work():
+        check_binding("revenue-report", ("days", "id", "view", "count"), extra, unknown)
+        window = whole_param(days, "days", 0, report.MAX_DAYS, report.DEFAULT_DAYS, "0: the whole history")
+        target = peer_or_scid_param(id, "id")
+        shown = choice_param(view, "view", report.VIEWS, "all")
+        limit = whole_param(count, "count", 1, report.MAX_COUNT, None)
+        if limit is not None and shown == "all":
+            raise UserError("count needs view top or bottom: it says how many channels and peers they show")
+        return plugin.service.revenue_report(window, target, shown, limit or report.DEFAULT_COUNT)
+    answer_in_background(request, work)
 
 
 @plugin.subscribe("forward_event")

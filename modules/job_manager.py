@@ -294,7 +294,7 @@ class JobManager:
         elif progress.timeouts:
             reason += f"; {progress.timeouts} payments of unknown outcome charged at max ppm"
         self.db.end_job(job["id"], status, reason, progress.moved_msat, progress.fee_paid_msat,
-                        progress.failures, now, charged_msat=charged)
+                        progress.failures, now, charged_msat=charged, cost_known=progress.reliable)
         for table in (self.ending, self._unsettled, self._absent):
             table.pop(job["id"], None)
         self._unconfirmed.discard(job["id"])

@@ -102,3 +102,24 @@ class ChannelFlow:
     updated_at: float
     unmet_count: int = 0         # forwards refused for lack of outbound balance, in the window
     unmet_msat: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RebalanceSpend:
+    """Our rebalance jobs into one channel over a window, from the plugin's job ledger."""
+    short_channel_id: str
+    jobs: int = 0
+    moved_msat: int = 0
+    fee_paid_msat: int = 0       # what sling's stats said each job paid (running ones: so far)
+    running: int = 0
+    cost_unknown: int = 0        # jobs whose cost sling's stats could not tell when they ended
+
+
+@dataclasses.dataclass(frozen=True)
+class SlingWindow:
+    """sling's own totals for one channel over its stats window (sling-stats <scid> true)."""
+    window_days: Optional[int]   # sling's time_window_days (30 by default); None when it says nothing
+    rebalances: int = 0
+    moved_sats: int = 0
+    fee_sats: int = 0            # total_spent_sats: sling rounds it down
+    fee_ppm: Optional[int] = None   # feeppm_weighted_avg; None without a success in the window

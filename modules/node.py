@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from pyln.client import LightningRpc, RpcError
 
-from modules.models import Channel, Forward
+from modules.models import Channel, Forward, SlingWindow
 
 UNKNOWN_COMMAND = -32601
 INVALID_PARAMS = -32602
@@ -311,3 +311,17 @@ class NodeAdapter:
         return SlingSpend(sling_fee_bound_msat(successes),
                           parse_local_time(successes.get("time_of_last_rebalance")))
 
+    def sling_window(self, scid: str) -> SlingWindow:
+        """sling-stats <scid> true, as sling's own figures for the channel over its window."""
+        result = self.call("sling-stats", {"scid": scid, "json": True}) or {}
+        try:
+            successes = result.get("successes_in_time_window") or {}
+            failures = result.get("failures_in_time_window") or {}
+            window = successes.get("time_window_days", failures.get("time_window_days"))
+            return SlingWindow(window_days=None if window is None else int(window),
+                               rebalances=int(successes.get("total_rebalances", 0)),
+                               moved_sats=int(successes.get("total_amount_sats", 0)),
+                               fee_sats=int(successes.get("total_spent_sats", 0)),
+                               fee_ppm=int(successes.get("feeppm_weighted_avg", 0)) if successes else None)
+        except (AttributeError, TypeError, ValueError) as e:
+            raise NodeError("sling-stats", None, f"an answer this plugin cannot read ({e})")

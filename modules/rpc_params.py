@@ -8,13 +8,15 @@ parameter. Each parameter's JSON type is then checked here; the errors echo at m
 short prefix of what was sent.
 """
 import re
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from modules.errors import UserError
 
 # BOLT 7: block height and transaction index are 3 bytes (at most 8 digits), the output
 # index 2 bytes (at most 5). Matched in full: "103x1x0\n" is not a short channel id.
 SCID_PATTERN = re.compile(r"[0-9]{1,8}x[0-9]{1,8}x[0-9]{1,5}")
+# A node id: a compressed public key, 33 bytes in hex (ASCII classes: no other digits match).
+PEER_ID_PATTERN = re.compile(r"0[23][0-9a-fA-F]{64}")
 MAX_SATS = 21_000_000 * 100_000_000   # every bitcoin there will ever be
 ECHO_CHARS = 40
 
@@ -92,3 +94,44 @@ def bool_param(value: Any, name: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise UserError(f"{name} must be true or false, got {json_type(value)} {clip(value)}")
     return value
+
+
+def whole_param(value: Any, name: str, low: int, high: int, default: Optional[int],
+                meaning: str = "") -> Optional[int]:
+    """An optional whole number from low to high (the default when not given); `meaning`
+    says what a special value means, e.g. "0: the whole history"."""
+    if value is None:
+        return default
+    extra = f" ({meaning})" if meaning else ""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{name} must be a whole number from {low} to {high}{extra},"
+                        f" got {json_type(value)} {clip(value)}")
+    if not low <= value <= high:
+        raise UserError(f"{name} must be between {low} and {high}{extra}, got {clip(value)}")
+    return value
+
+
+def choice_param(value: Any, name: str, choices: Sequence[str], default: str) -> str:
+    """An optional word among `choices` (the default when not given)."""
+    if value is None:
+        return default
+    listed = ", ".join(choices)
+    if not isinstance(value, str):
+        raise UserError(f"{name} must be one of {listed}, got {json_type(value)} {clip(value)}")
+    if value not in choices:
+        raise UserError(f"{name} must be one of {listed}, got {clip(value)}")
+    return value
+
+
+def peer_or_scid_param(value: Any, name: str = "id") -> Optional[Tuple[str, str]]:
+    """An optional peer id or short channel id: ("peer", lowercase id) or ("channel", scid)."""
+    if value is None:
+        return None
+    accepts = "a peer id (66 hex characters starting 02 or 03) or a short channel id like 103x1x0"
+    if not isinstance(value, str):
+        raise UserError(f"{name} must be {accepts}, got {json_type(value)}")
+    if SCID_PATTERN.fullmatch(value):
+        return ("channel", value)
+    if PEER_ID_PATTERN.fullmatch(value):
+        return ("peer", value.lower())
+    raise UserError(f"malformed id {clip(value)}: {name} must be {accepts}")

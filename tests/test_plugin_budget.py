@@ -171,6 +171,9 @@ def test_stats_that_stay_unreadable_charge_the_reservation_after_a_few_checks(no
     node.clear_faults()
     assert d not in sling_jobs(node)
     assert len([r for r in plugin.logs if "its reservation holds" in r[1]]) >= 3
+    report = plugin.call("revenue-report", {"id": d})      # its cost is said to be unknown
+    assert report["channels"][0]["rebalance_jobs_cost_unknown"] == 1
+    assert report["channels"][0]["rebalance_fee_msat"] == fee and any("could not be read" in n for n in report["notes"])
 
 
 # --- sling loaded after the plugin, or restarted ---------------------------------------------

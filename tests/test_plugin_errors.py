@@ -163,7 +163,8 @@ def test_documented_usage_is_unchanged(shared):
     assert usage == {"revenue-status": "", "revenue-analyze": "", "revenue-fees": "[scid]",
                      "revenue-adjust-fees": "", "revenue-rebalance": "[scid] [amount_sats] [force]",
                      "revenue-policy": "[action] [peer_id] [strategy] [fee_ppm] [min_fee_ppm] [max_fee_ppm] "
-                                       "[rebalance] [expires_hours]"}
+                                       "[rebalance] [expires_hours]",
+                     "revenue-report": "[days] [id] [view] [count]"}
 
 
 def test_good_calls_bind_by_position_and_by_name(shared):
