@@ -21,9 +21,9 @@ from modules.models import FLOW_STATES
 HOST = "127.0.0.1"   # never 0.0.0.0: the figures say what the node earns and holds
 PHASES = ("starting", "hydrating", "running", "stopped", "failed")
 CHANNEL_LABELS = ["scid", "peer_id"]
-# The hours before a cut are summed once per interval (a full scan of the rollups: about
-# 2 s for 2 M hourly rows), the hours since on every scrape (an index range).
-EARNED_REBASE_SECONDS = 3600
+# The fees-earned counters sum the whole history once (at the first scrape, when the phase
+# changes: the end of hydration); then only the hours since a cut this many hours back.
+EARNED_OPEN_HOURS = 2
 
 Log = Callable[[str, str], None]
 
@@ -31,24 +31,32 @@ Log = Callable[[str, str], None]
 class EarnedTotals:
     """Per channel fees earned over the whole stored history, msat, cheap per scrape.
 
-    Forwards land in the current hour (a late settlement carries its settle time), so the
-    hours before the cut do not change between rebases; the few that do (a stored row
-    replaced by the node's, hydration still running) are picked up at the next rebase."""
+    The whole history is one full scan of the hourly rollups (measured in
+    bench/bench_metrics.py: seconds for 10 M forwards), so it is summed once; after that
+    the hours older than EARNED_OPEN_HOURS are closed into the base as time passes (an
+    index range) and only the open hours are read at each scrape. A forward lands in the
+    hour it settled, so closed hours do not change while the plugin runs: hydration fills
+    old hours before the phase turns to running, which sums everything again. (A stored
+    live row replaced by the node's, hours later, is the exception: its difference counts
+    from the next full sum.)"""
 
-    def __init__(self, rebase_seconds: float = EARNED_REBASE_SECONDS):
-        self.rebase_seconds = rebase_seconds
+    def __init__(self, open_hours: int = EARNED_OPEN_HOURS):
+        self.open_hours = open_hours
         self._lock = threading.Lock()
         self._base: Dict[str, int] = {}
         self._cut_hour: Optional[int] = None
-        self._based_at = 0.0
-        self._based_in: Optional[str] = None
+        self._summed_in: Optional[str] = None
 
     def read(self, db, now: float, phase: str) -> Dict[str, int]:
         with self._lock:
-            if self._cut_hour is None or now - self._based_at >= self.rebase_seconds or phase != self._based_in:
-                cut = int(now) // HOUR_SECONDS - 1
+            cut = int(now) // HOUR_SECONDS - self.open_hours
+            if self._cut_hour is None or phase != self._summed_in:
                 self._base = db.fees_earned_by_hours(0, cut)
-                self._cut_hour, self._based_at, self._based_in = cut, now, phase
+                self._cut_hour, self._summed_in = cut, phase
+            elif cut > self._cut_hour:   # close the hours that left the open range
+                for scid, msat in db.fees_earned_by_hours(self._cut_hour, cut).items():
+                    self._base[scid] = self._base.get(scid, 0) + msat
+                self._cut_hour = cut
             totals = dict(self._base)
             for scid, msat in db.fees_earned_by_hours(self._cut_hour).items():
                 totals[scid] = totals.get(scid, 0) + msat
@@ -253,6 +261,7 @@ class MetricsServer:
         self._server = None
         self._lock = threading.Lock()
         self._closed = False
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         """Binds on a thread of its own: init answers lightningd without waiting for it."""
@@ -273,8 +282,26 @@ class MetricsServer:
             self._server = server
             self.listening = True
         self.log(f"Metrics: Prometheus endpoint at http://{HOST}:{self.port}/metrics", "info")
+        self._sum_history_when_running()
+
+    def _sum_history_when_running(self) -> None:
+        """The fees-earned history is summed once hydration is done, here rather than in a
+        scrape, so no scrape waits for it (seconds on a large history)."""
+        service = self.collector.service
+        while service.phase in ("starting", "hydrating"):
+            if self._stopping.wait(1.0):
+                return
+        if service.phase != "running" or service.db is None:
+            return
+        try:
+            self.collector.earned.read(service.db, service.clock(), service.phase)
+        except (DatabaseGone, sqlite3.Error) as e:   # a scrape will try again and report it
+            self.log(f"Metrics: could not sum the fees earned yet: {e}", "info")
+        finally:
+            service.db.release_thread()
 
     def stop(self) -> None:
+        self._stopping.set()
         with self._lock:
             self._closed = True
             server, self._server = self._server, None

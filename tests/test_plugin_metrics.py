@@ -221,6 +221,9 @@ def test_the_endpoint_listens_on_loopback_only(node):
     scrape(port)
     with pytest.raises(OSError):   # another loopback address: refused, as any outside address
         socket.create_connection(("127.0.0.2", port), timeout=2).close()
+    assert plugin.shutdown() == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
 def test_a_port_in_use_leaves_the_plugin_running_without_metrics(node):
