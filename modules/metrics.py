@@ -21,8 +21,8 @@ from modules.models import FLOW_STATES
 HOST = "127.0.0.1"   # never 0.0.0.0: the figures say what the node earns and holds
 PHASES = ("starting", "hydrating", "running", "stopped", "failed")
 CHANNEL_LABELS = ["scid", "peer_id"]
-# The fees-earned counters sum the whole history once (at the first scrape, when the phase
-# changes: the end of hydration); then only the hours since a cut this many hours back.
+# The fees-earned counters sum the whole history once (when hydration ends, again at any
+# phase change); after that only the hours since a cut this many hours back are read.
 EARNED_OPEN_HOURS = 2
 
 Log = Callable[[str, str], None]
