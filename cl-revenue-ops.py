@@ -53,6 +53,17 @@ def init(options, configuration, plugin, **kwargs):
     except ConfigError as e:
         log(f"refusing to start: {e}", "warn")
         return {"disable": f"cl-revenue-ops: {e}"}
+    metrics_class = None
+    if config.metrics_port:
+        try:   # only now: a node without metrics needs no prometheus-client
+            from modules.metrics import MetricsServer
+        except ImportError as e:
+            reason = (f"revenue-ops-metrics-port is {config.metrics_port} but the Python package "
+                      f"prometheus-client cannot be imported ({e}); install it "
+                      f"(pip install -r requirements.txt) or set revenue-ops-metrics-port=0")
+            log(f"refusing to start: {reason}", "warn")
+            return {"disable": f"cl-revenue-ops: {reason}"}
+        metrics_class = MetricsServer
     node = NodeAdapter(os.path.join(lightning_dir, configuration["rpc-file"]),
                        timeout_seconds=config.rpc_timeout_seconds)
     service = Service(config, node, log)
@@ -67,6 +78,9 @@ def init(options, configuration, plugin, **kwargs):
         return {"disable": f"cl-revenue-ops: cannot open database {config.db_path}: {e}"}
     plugin.service = service
     service.start()
+    if metrics_class is not None:
+        service.metrics = metrics_class(service, config.metrics_port, log)
+        service.metrics.start()
     log(f"cl-revenue-ops started (dry_run={config.dry_run}, db={config.db_path})")
     return None
 

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 PREFIX = "revenue-ops-"
 DEFAULT_DB_FILENAME = "revenue_ops.db"
+MIN_METRICS_PORT = 1024   # below it a port needs root: 0 means off, 1..1023 are refused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,10 @@ OPTIONS: Tuple[OptionSpec, ...] = (
     OptionSpec("hydration-page-size", 10000, "int",
                "forwards read per listforwards page (bounds memory on any history size)",
                100, 100000),
+    OptionSpec("metrics-port", 0, "int",
+               "TCP port of the Prometheus metrics endpoint, on 127.0.0.1 only; 0 turns it off, "
+               "otherwise 1024 to 65535 (needs the prometheus-client package)", 0, 65535,
+               dynamic=False),   # the endpoint is opened once, at start-up
     # --- loops -------------------------------------------------------------
     OptionSpec("flow-interval-seconds", 900, "int",
                "how often the flow analysis runs", 10, 86400),
@@ -205,6 +210,9 @@ def build_config(raw_options: Dict[str, Any], lightning_dir: str) -> "Config":
     if values["rebalance_chunk_sats"] > values["rebalance_max_amount_sats"]:
         raise ConfigError(
             "revenue-ops-rebalance-chunk-sats must not exceed revenue-ops-rebalance-max-amount-sats")
+    if 0 < values["metrics_port"] < MIN_METRICS_PORT:
+        raise ConfigError(f"revenue-ops-metrics-port: {values['metrics_port']} is a privileged port; "
+                          f"expected 0 (off) or an int from {MIN_METRICS_PORT} to 65535")
     if not values["db_path"]:
         values["db_path"] = os.path.join(lightning_dir, DEFAULT_DB_FILENAME)
     return Config(**values)

@@ -747,6 +747,17 @@ class Database:
             " WHERE out_channel = ? AND timestamp >= ?", (scid, int(since))).fetchone()
             for scid, since in since_by_scid.items()}
 
+    def fees_earned_by_hours(self, from_hour: int = 0, to_hour: Optional[int] = None) -> Dict[str, int]:
+        """Fees earned as the outgoing channel, per channel, over the rollup hours
+        [from_hour, to_hour) (to_hour None: to the newest), msat. The whole history is a full
+        scan of the rollups; a short recent range is an index range (the key starts with hour)."""
+        sql = "SELECT channel, SUM(fee_msat) FROM flow_hourly WHERE hour >= ?"
+        params: List[int] = [from_hour]
+        if to_hour is not None:
+            sql += " AND hour < ?"
+            params.append(to_hour)
+        return dict(self._conn().execute(sql + " GROUP BY channel", params))
+
     def channels_that_routed_out(self, scids: Iterable[str]) -> set:
         """Which of these channels ever carried a forward out (one index probe each)."""
         conn = self._conn()
@@ -880,6 +891,12 @@ class Database:
             " WHERE ended_at IS NULL OR ended_at >= ? GROUP BY scid",
             (-1.0 if since is None else since,))
         return {r[0]: RebalanceSpend(*r) for r in rows}
+
+    def rebalance_totals(self) -> Dict[str, Tuple[int, int]]:
+        """Per destination channel, over every job (running ones so far): (moved_msat, fee_paid_msat)."""
+        rows = self._conn().execute(
+            "SELECT scid, SUM(moved_msat), SUM(fee_paid_msat) FROM rebalance_jobs GROUP BY scid")
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     def record_failure(self, scid: str, role: str, now: float, count: int = 1) -> None:
         with self._write() as tx:

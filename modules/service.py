@@ -55,6 +55,7 @@ class Service:
         self._stopping = threading.Event()
         self._jobs_stood_down = False
         self._config_lock = threading.Lock()
+        self.metrics = None   # the Prometheus endpoint (modules/metrics.py) when its port is set
 
     # --- start-up ------------------------------------------------------------
     def open(self) -> None:
@@ -180,8 +181,11 @@ class Service:
         # a known refill price counts in the liquidity price only when refills can be bought
         refills = (self.sling.refusal is None and not config.dry_run
                    and self.rebalancer.budget_available_msat(now) > 0)
-        return self.fees.run(channels, self.flow.flows, self.plugins, now, refills_available=refills,
-                             policies=self._active_policies(now))
+        result = self.fees.run(channels, self.flow.flows, self.plugins, now, refills_available=refills,
+                               policies=self._active_policies(now))
+        # the kept channels show the fees now in force (metrics read them between refreshes)
+        self.channels = with_fees_set(channels, self.fees.last_decisions, config.fee_base_msat)
+        return result
 
     def fee_report(self, scid: Optional[str]) -> Dict[str, Any]:
         channels = self._refresh_channels()   # the fees as they are now, not as last cycle saw them
@@ -387,6 +391,7 @@ class Service:
             "channels": {"count": len(self.channels),
                          "active": sum(1 for c in self.channels if c.is_active),
                          "by_flow_state": self.flow.counts_by_state() if self.flow else None},
+            "metrics": self.metrics.status() if self.metrics else {"enabled": False},
         }
 
     def _database_status(self) -> Dict[str, Any]:
@@ -420,6 +425,8 @@ class Service:
     # --- shutdown --------------------------------------------------------------
     def stop(self) -> None:
         self._stopping.set()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.scheduler.stop()
         self.phase = STOPPED
         if self.db is None:
@@ -436,6 +443,13 @@ class Service:
         """An RPC worker thread is done: its database connection goes with it."""
         if self.db is not None:
             self.db.release_thread()
+
+
+def with_fees_set(channels: List[Channel], decisions: List[Dict[str, Any]], fee_base_msat: int) -> List[Channel]:
+    """The channels after a fee cycle: each fee it applied, without asking the node again."""
+    applied = {d["short_channel_id"]: d["new_fee_ppm"] for d in decisions if d["applied"]}
+    return [dataclasses.replace(c, fee_ppm=applied[c.short_channel_id], fee_base_msat=fee_base_msat)
+            if c.short_channel_id in applied else c for c in channels]
 
 
 def flow_view(flow) -> Dict[str, Any]:
