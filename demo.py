@@ -104,18 +104,23 @@ def sats(msat: float) -> str:
     return f"{msat / SAT:,.0f}"
 
 
+def days_text(days: float) -> str:
+    return f"{days:g} day" + ("" if days == 1 else "s")
+
+
 def week_table(week: Week) -> List[str]:
     """Per channel and in total: the plugin's fee at the start and the end, its broadcasts
     per day, what it earned, paid for rebalancing into the channel and kept, and what left
     alone earned (sats)."""
     days = week.days
-    cols = "{:<13} {:<8} {:>15} {:>7} | {:>8} {:>9} {:>8} | {:>10}"
-    head = [cols.format("", "", "plugin's fee", "bcast", "", "plugin", "", "left alone"),
-            cols.format("channel", "role", "ppm start->end", "per day", "earned", "rebalance", "net", "earned")]
+    cols = "{:<13} {:<8} {:^16} {:>10} | {:>8} {:>9} {:>8} | {:>10}"
+    head = ["{:<13} {:<8} {:^16} {:>10} | {:^27} | {:>10}".format(
+                "", "", "plugin's fee ppm", "broadcasts", "plugin, with sling", "left alone"),
+            cols.format("channel", "role", "start -> end", "per day", "earned", "rebalance", "net", "earned")]
     rule = "-" * len(head[1])
     lines = head + [rule]
     for c in week.channels:
-        lines.append(cols.format(c.scid, c.role, f"{c.start_fee_ppm:>5} -> {c.end_fee_ppm:<5}",
+        lines.append(cols.format(c.scid, c.role, f"{c.start_fee_ppm:>6} -> {c.end_fee_ppm:<6}",
                                  f"{c.broadcasts / days:.2f}", sats(c.plugin_earned_msat),
                                  sats(c.rebalance_fee_msat), sats(c.plugin_net_msat), sats(c.alone_earned_msat)))
     run = week.plugin
@@ -135,7 +140,7 @@ def plot_week(week: Week, path: str) -> None:
     plugin's fee per channel over time (steps, log scale)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure   # no pyplot: no display, no global backend state
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter, StrMethodFormatter
 
     m, run = week.market, week.plugin
     fig = Figure(figsize=(11, 8.5), dpi=100, layout="constrained")
@@ -149,7 +154,8 @@ def plot_week(week: Week, path: str) -> None:
     top.plot(days(alone), [v / SAT for _, v in alone], color="tab:gray", lw=2,
              label="left alone: start fees, no rebalancing")
     top.set_ylabel("cumulative revenue (sats)")
-    top.set_title(f'cl-revenue-ops, {m.days:g} simulated days: market "{m.kind}" seed {m.seed}, '
+    top.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    top.set_title(f'cl-revenue-ops, {days_text(m.days)} of simulated time: market "{m.kind}" seed {m.seed}, '
                   f"{len(m.channels)} draining channels - plugin net {week.ratio:.2f}x left alone")
     top.legend(loc="upper left")
     top.grid(alpha=0.3)
@@ -185,19 +191,22 @@ def show_week(market: Market, plot_path: Optional[str]) -> Week:
     """Runs the week on `market`, prints its table and summary, writes the plot if asked."""
     began = time.perf_counter()
     print(f"\n== A simulated week: market \"{market.kind}\" seed {market.seed}, {len(market.channels)} channels "
-          f"that drain, {market.days:g} days after {market.history_s / DAY:g} days of history at the start fee ==")
+          f"that drain, {days_text(market.days)} after {days_text(market.history_s / DAY)} of history at the "
+          f"start fee ==")
     print("The plugin (with sling) and the same market left alone (start fees, no rebalancing), on the same "
           "arrivals; simulated time...")
     week = simulated_week(market)
     run = week.plugin
-    print(f"done in {time.perf_counter() - began:.0f} s of wall time; sats, over the {market.days:g} days:\n")
+    print(f"done in {time.perf_counter() - began:.0f} s of wall time; sats, over the {days_text(market.days)}:\n")
     for line in week_table(week):
         print(line)
     moved = sum(j.moved_msat for j in run.jobs)
-    print(f"\nplugin: {len(run.jobs)} sling jobs, {sum(1 for j in run.jobs if j.moved_msat)} moved "
-          f"{sats(moved)} sats for {sats(run.rebalance_fee_msat)} sats of fees; broadcasts per channel per day: "
-          f"median {statistics.median(c.broadcasts / week.days for c in week.channels):.2f}, busiest channel "
-          f"{max(c.broadcasts / week.days for c in week.channels):.2f}; loop errors {sum(run.loop_errors.values())}")
+    per_day = [c.broadcasts / week.days for c in week.channels]
+    print(f"\nplugin: {len(run.jobs)} sling jobs, {sum(1 for j in run.jobs if j.moved_msat)} moved {sats(moved)} "
+          f"sats for {sats(run.rebalance_fee_msat)} sats of fees, at most {sats(week.most_paid_in_24h_msat())} "
+          f"in any 24 h (budget {week.daily_budget_sats:,} a day); fee broadcasts per channel per day: "
+          f"median {statistics.median(per_day):.2f}, busiest channel {max(per_day):.2f}, most of one channel in "
+          f"one day {week.most_broadcasts_in_a_day()}; plugin loop errors {sum(run.loop_errors.values())}")
     if plot_path:
         plot_week(week, plot_path)
         print(f"plot: {plot_path}")

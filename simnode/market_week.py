@@ -9,9 +9,11 @@ from t = 0 (the plugin's start) to the end of the run, in msat.
 import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
-from .market import HOUR, Market, MarketSim, history_snapshot
+from modules.config import build_config
+
+from .market import DAY, HOUR, Market, MarketSim, history_snapshot
 from .market_baselines import static_run
-from .market_run import PluginRun, run_plugin
+from .market_run import PluginRun, option_overrides, run_plugin
 
 
 @dataclasses.dataclass
@@ -37,6 +39,7 @@ class Week:
     alone: MarketSim                 # left alone, with its hourly `earnings`
     channels: List[ChannelWeek]
     alone_earned_msat: int
+    daily_budget_sats: int           # the plugin's rebalance budget in the run
 
     @property
     def days(self) -> float:
@@ -49,6 +52,24 @@ class Week:
 
     def alone_series(self) -> List[Tuple[float, int]]:
         return list(self.alone.earnings)
+
+    def most_broadcasts_in_a_day(self) -> int:
+        """Most fee broadcasts of one channel in one day of the run (day 0 from t = 0)."""
+        counts = [sum(1 for t in ts if int(t // DAY) == day) for ts in self.plugin.broadcasts
+                  for day in {int(t // DAY) for t in ts}]
+        return max(counts, default=0)
+
+    def most_paid_in_24h_msat(self) -> int:
+        """Most rebalance fees paid in any 24 hours (by payment time): against the daily budget."""
+        paid = sorted(self.plugin.payments)
+        most = total = first = 0
+        for t, fee in paid:
+            total += fee
+            while paid[first][0] <= t - DAY:
+                total -= paid[first][1]
+                first += 1
+            most = max(most, total)
+        return most
 
 
 def simulated_week(market: Market, overrides: Optional[Dict[str, Any]] = None) -> Week:
@@ -66,4 +87,5 @@ def simulated_week(market: Market, overrides: Optional[Dict[str, Any]] = None) -
                             len(plugin.broadcasts[x]), plugin.earned_msat[x], paid.get(c.scid, 0),
                             alone_earned[x])
                 for x, c in enumerate(market.channels)]
-    return Week(market, plugin, alone, channels, sum(alone_earned))
+    budget = build_config(option_overrides(overrides or {}), ".").daily_budget_sats
+    return Week(market, plugin, alone, channels, sum(alone_earned), budget)

@@ -90,3 +90,16 @@ def test_revenue_over_time_ends_at_the_totals_and_changes_no_result(shown):
 def test_week_flags_exclude_each_other():
     with pytest.raises(SystemExit):
         demo.main(["--skip-week", "--week-only"])
+
+
+def test_week_figures_for_the_budget_and_the_gossip_limits(shown):
+    week, out, _ = shown
+    run = week.plugin
+    day = 86400
+    # the most paid in any 24 h, by brute force over windows ending at each payment
+    brute = max(sum(f for t, f in run.payments if end - day < t <= end) for end, _ in run.payments)
+    assert week.most_paid_in_24h_msat() == brute <= week.daily_budget_sats * SAT
+    per_day = max(sum(1 for t in ts if int(t // day) == d) for ts in run.broadcasts for d in range(2))
+    assert week.most_broadcasts_in_a_day() == per_day
+    assert f"most of one channel in one day {per_day}" in out
+    assert f"budget {week.daily_budget_sats:,} a day" in out
