@@ -155,8 +155,8 @@ def plot_week(week: Week, path: str) -> None:
              label="left alone: start fees, no rebalancing")
     top.set_ylabel("cumulative revenue (sats)")
     top.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    top.set_title(f'cl-revenue-ops, {days_text(m.days)} of simulated time: market "{m.kind}" seed {m.seed}, '
-                  f"{len(m.channels)} draining channels - plugin net {week.ratio:.2f}x left alone")
+    top.set_title(f'{days_text(m.days)} simulated, market "{m.kind}" seed {m.seed} ({len(m.channels)} draining '
+                  f"channels): plugin net {week.ratio:.2f}x left alone")
     top.legend(loc="upper left")
     top.grid(alpha=0.3)
     palette = colormaps["tab20"].colors
