@@ -15,5 +15,6 @@ install: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
+# make demo DEMO_ARGS="--skip-week" (or --week-only, --market low --market-seed 2; see demo.py)
 demo: $(BIN)/.installed
-	$(BIN)/python demo.py
+	$(BIN)/python demo.py $(DEMO_ARGS)

@@ -391,6 +391,22 @@ class MarketSim:
         self.no_entry = [0] * n         # no channel could receive it: never reached the node
         self._p_cache: Dict[tuple, float] = {}
         self._cums = [self._cum_without(x) for x in range(n)]   # entry weights, x itself left out
+        # earnings over time, off unless record_earnings() was called (the demo's plot)
+        self.earnings: List[Tuple[float, int]] = []
+        self._sample_s: Optional[float] = None
+        self._next_sample = 0.0
+        self._earned_base = 0
+
+    def record_earnings(self, every_s: float) -> None:
+        """From now on, every `every_s` of simulated time (on multiples of it), append
+        (t, fees earned since this call, msat, all channels) to `earnings`; it starts with
+        (now, 0). For one forward pass: restore() does not rewind it."""
+        if every_s <= 0:
+            raise ValueError("every_s must be positive")
+        self._sample_s = every_s
+        self._next_sample = (math.floor(self.t / every_s) + 1) * every_s
+        self._earned_base = sum(self.earned_msat)
+        self.earnings = [(self.t, 0)]
 
     def _cum_without(self, x: int) -> List[float]:
         cum, total = [], 0.0
@@ -422,13 +438,18 @@ class MarketSim:
 
     def advance(self, until: float) -> None:
         """Plays every arrival before `until` (relative seconds)."""
-        shift = self.market.shift_s
+        shift, every = self.market.shift_s, self._sample_s
         while self.t < until:
             end = until
             if shift is not None and self.t < shift < until:
                 end = shift
+            if every is not None and self._next_sample < end:
+                end = self._next_sample
             self._play(end, self.market.regime(self.t))
             self.t = end
+            if every is not None and end >= self._next_sample:
+                self.earnings.append((end, sum(self.earned_msat) - self._earned_base))
+                self._next_sample += every
 
     def _play(self, end: float, regime: int) -> None:
         n, events = self.n, self.market.events

@@ -172,9 +172,13 @@ def _decoupled(market: Market, start: MarketSim, grid: List[int]) -> Baselines:
     return Baselines(left, -single_f, single_v, hindsight, hindsight_v, oracle, oracle_v, len(table))
 
 
-def static_run(market: Market, plan: Sequence[Tuple[int, int]], start: Optional[MarketSim] = None) -> MarketSim:
-    """A MarketSim that played the run at fixed fees (before, after the shift) per channel."""
+def static_run(market: Market, plan: Sequence[Tuple[int, int]], start: Optional[MarketSim] = None,
+               earnings_every_s: Optional[float] = None) -> MarketSim:
+    """A MarketSim that played the run at fixed fees (before, after the shift) per channel;
+    with earnings_every_s, its `earnings` over the run (see MarketSim.record_earnings)."""
     sim = start or history_snapshot(market)
+    if earnings_every_s is not None:
+        sim.record_earnings(earnings_every_s)
     sim.fee_ppm = [f for f, _ in plan]
     if market.shift_s is not None:
         sim.advance(market.shift_s)

@@ -37,7 +37,7 @@ from modules.node import NodeAdapter
 from modules.service import RUNNING, Service
 
 from . import SimNode
-from .market import DAY, SETTLED, Market, MarketSim
+from .market import DAY, HOUR, SETTLED, Market, MarketSim
 from .sling import RefillCosts
 
 ATTEMPT_INTERVAL_S = 600          # one sling payment attempt per running task per 10 minutes
@@ -91,6 +91,18 @@ class PluginRun:
     wall_s: float
     final_local_msat: List[int]
     history_earned_msat: int                # fees earned in the pre-history (not scored)
+    earnings: List[Tuple[float, int]] = dataclasses.field(default_factory=list)
+    # (t, fees earned since t = 0, msat, all channels) every hour of the run, from (0, 0)
+
+    def net_series(self) -> List[Tuple[float, int]]:
+        """`earnings` less the rebalance fees paid up to each time: the plugin's net over time."""
+        out, paid, payments, i = [], 0, sorted(self.payments), 0
+        for t, earned in self.earnings:
+            while i < len(payments) and payments[i][0] <= t:
+                paid += payments[i][1]
+                i += 1
+            out.append((t, earned - paid))
+        return out
 
     @property
     def earned_msat(self) -> List[int]:
@@ -223,6 +235,7 @@ class _Run:
         m, cfg = self.market, self.config
         self._advance(0.0)                    # the pre-history, before the plugin runs
         self._at_start = self.sim.totals()
+        self.sim.record_earnings(HOUR)
         self._start_plugin()
         loops = self.service.scheduler.loops
         every = {"flow": cfg.flow_interval_seconds, "fee": cfg.fee_interval_seconds,
@@ -302,4 +315,4 @@ class _Run:
             warnings=self.warnings, last_warnings=list(self.last_warnings),
             wall_s=time.perf_counter() - self.began,
             final_local_msat=[r["local_msat"] for r in self.records],
-            history_earned_msat=sum(start["earned_msat"]))
+            history_earned_msat=sum(start["earned_msat"]), earnings=list(sim.earnings))
