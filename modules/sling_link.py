@@ -10,11 +10,13 @@ Until all of that succeeded, rebalancing waits, with the reason in revenue-statu
 It keeps what it learnt (loaded, adopted, hygiene, rebuild, sling's jobs) for
 revenue-status, which makes no RPC call of its own.
 """
+import sqlite3
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
 from modules.budget import outside_spend
 from modules.database import BUDGET_WINDOW_SECONDS
+from modules.db_file import DatabaseGone
 from modules.job_manager import HygieneResult, cleanup_orphans
 from modules.node import NodeError
 
@@ -125,6 +127,10 @@ class SlingLink:
         if not self.loaded:
             return {"loaded": False, "jobs": 0, "rebalancing": "disabled: sling plugin not loaded",
                     "checked_at": self.checked_at}
-        return {"loaded": True, "jobs": len(self.db.running_jobs()),
+        try:
+            jobs: Optional[int] = len(self.db.running_jobs())
+        except (DatabaseGone, sqlite3.Error):   # said under "database"; status still answers
+            jobs = None
+        return {"loaded": True, "jobs": jobs,
                 "rebalancing": "enabled" if self.ready else f"waiting: {self.problem}",
                 "checked_at": self.checked_at, "ledger_rebuild": self.ledger_rebuild}

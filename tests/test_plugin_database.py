@@ -182,4 +182,7 @@ def test_when_the_database_is_gone_our_running_sling_jobs_are_stopped(tmp_path):
         assert set(sim.sling.state_of(ids["D"])) == {"Stopped"}
         with pytest.raises(SimRpcError, match="was deleted"):
             plugin.call("revenue-rebalance", {"scid": ids["D"]})
+        status = plugin.call("revenue-status")     # still answers, sling loaded or not
+        assert status["sling"]["loaded"] is True and status["sling"]["jobs"] is None
+        assert "was deleted" in status["database"]["problem"]
         assert plugin.shutdown() == 0

@@ -22,11 +22,12 @@ def refused(node, name, value):
     return err.value.error
 
 
-def test_every_option_but_the_database_path_is_registered_dynamic(node):
+def test_every_option_but_the_database_path_and_metrics_port_is_registered_dynamic(node):
     plugin = start_plugin(node)
     registered = {o["name"]: o for o in plugin.manifest["options"]}
     assert set(registered) == {o.full_name for o in OPTIONS}
-    assert [n for n, o in registered.items() if not o["dynamic"]] == ["revenue-ops-db-path"]
+    assert [n for n, o in registered.items() if not o["dynamic"]] == ["revenue-ops-db-path",
+                                                                       "revenue-ops-metrics-port"]
     assert all(o["type"] == "string" for o in registered.values())
 
 
@@ -84,6 +85,9 @@ def test_the_database_path_cannot_change_at_runtime(node):
     error = refused(node, "revenue-ops-db-path", "/tmp/elsewhere.db")
     assert error["code"] == -32602 and "Not a dynamic config option" in error["message"]
     assert plugin.call("revenue-status")["database"]["path"].endswith("revenue_ops.db")
+    error = refused(node, "revenue-ops-metrics-port", "9750")      # the endpoint opens at start-up only
+    assert error["code"] == -32602 and "Not a dynamic config option" in error["message"]
+    assert plugin.call("revenue-status")["options"]["revenue-ops-metrics-port"] == 0
 
 
 def test_dry_run_switched_off_at_runtime_sets_fees_from_the_next_cycle(node):
