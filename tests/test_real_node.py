@@ -206,3 +206,42 @@ def test_a_bad_option_disables_the_plugin_and_lightningd_runs_on(node_factory):
     assert wait_running(l1)["dry_run"] is False
     assert l1.rpc.getinfo()["id"]
     assert_no_broken_logs([l1])
+
+
+def test_setconfig_policy_and_report_on_a_routing_node(node_factory):
+    """Issue 9's operator calls through real lightningd: setconfig of a dynamic option (a
+    number, as lightning-cli sends it) and a refused value, a peer policy that fixes a fee,
+    and revenue-report's earnings matching the node's own listforwards."""
+    l1, l2, l3, l4, scids = routing_node(node_factory, {"plugin": PLUGIN_PATH, "revenue-ops-dry-run": "false"})
+    wait_running(l2)
+    for i, payee in enumerate((l3, l4, l3)):
+        pay(l1, payee, 60_000_000, f"paid-{i}")
+    forwarded = len(settled_forwards(l2))
+    wait_for(lambda: status(l2)["database"]["forwards_rows"] == forwarded)
+
+    # setconfig: taken at once, shown in status; a bad value refused, the old one stays
+    l2.rpc.setconfig("revenue-ops-max-fee-ppm", 1800)
+    assert status(l2)["options"]["revenue-ops-max-fee-ppm"] == 1800
+    with pytest.raises(RpcError, match="revenue-ops-max-fee-ppm"):
+        l2.rpc.setconfig("revenue-ops-max-fee-ppm", "lots")
+    with pytest.raises(RpcError):
+        l2.rpc.setconfig("revenue-ops-db-path", "/tmp/elsewhere.db")     # start-up only
+    assert status(l2)["options"]["revenue-ops-max-fee-ppm"] == 1800
+
+    # a static policy on l3's peer: its fee is set and the others stay the plugin's
+    peer = l3.info["id"]
+    l2.rpc.call("revenue-policy", {"action": "set", "peer_id": peer, "strategy": "static", "fee_ppm": 777})
+    assert l2.rpc.call("revenue-policy", {"action": "get", "peer_id": peer})["strategy"] == "static"
+    l2.rpc.call("revenue-adjust-fees")
+    assert local_fees_ppm(l2)[scids["l3"]] == 777
+    with pytest.raises(RpcError, match="peer_id"):
+        l2.rpc.call("revenue-policy", {"action": "set", "peer_id": "02" + "00" * 32, "strategy": "passive"})
+
+    # the report's earnings are the node's own: the fees of the settled forwards, per channel
+    earned = {}
+    for f in l2.rpc.listforwards(status="settled")["forwards"]:
+        earned[f["out_channel"]] = earned.get(f["out_channel"], 0) + f["fee_msat"]
+    report = l2.rpc.call("revenue-report", {"days": 1})
+    shown = {r["short_channel_id"]: r["earned_msat"] for r in report["channels"]}
+    assert {s: shown.get(s, 0) for s in earned} == earned and report["totals"]["earned_msat"] == sum(earned.values())
+    assert_no_broken_logs([l1, l2, l3, l4])
