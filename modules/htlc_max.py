@@ -7,11 +7,14 @@ advertised maximum follows the spendable balance, read in coarse bands so that a
 moving with every forward does not move the maximum with it:
 
 * bands: the channel's largest possible maximum P (capacity less the reserve, what
-  lightningd accepts) halved, P, P/2, P/4 ... P/64: a power-of-two share of the channel.
-  Halving keeps the bands few (seven) whatever the channel's size, and the advertised
-  maximum within a factor two of what the channel can forward. Below P/64 (1.6 % of the
-  channel) a channel is empty for most payments; it keeps P/64 there, so the small ones
-  still come and their refusals stay evidence of its demand for the fee controller;
+  lightningd accepts and advertises by default) halved, P, P/2, P/4 ... P/64: a
+  power-of-two share of the channel. Halving keeps the bands few (seven) whatever the
+  channel's size, and the advertised maximum within a factor two of what the channel can
+  forward. The spendable balance is always below P (the reserve, the commitment fee), so
+  a managed channel advertises P/2 at most: no single forward above half the channel.
+  Below P/64 (1.6 % of the channel) a channel is empty for most payments; it keeps P/64
+  there, so the small ones still come and their refusals stay evidence of its demand for
+  the fee controller;
 * down: the moment the advertised maximum is above the spendable balance, its target is
   the band at or below the spendable (never more than the channel can forward);
 * up: only to the band at or below three quarters of the spendable: a raise keeps a
@@ -86,7 +89,10 @@ def plan_htlc_max(spendable_msat: int, possible_max_msat: int, htlc_min_msat: in
         return HtlcMaxPlan(current_msat, current_msat, False,
                            f"{_sats(current_msat)} advertised, {_sats(spendable)} spendable: at the "
                            f"smallest band already")
-    up = clamp(band_floor_msat(spendable * RAISE_SHARE[0] // RAISE_SHARE[1], top))
+    headroom = spendable * RAISE_SHARE[0] // RAISE_SHARE[1]
+    level = band_floor_msat(headroom, top)
+    # never raised above what it can forward (below the smallest band: only up to the minimum)
+    up = clamp(level) if level <= headroom else min(top, max(low, current_msat))
     if up > current_msat:
         urgent = up >= URGENT_UNDER * current_msat
         return HtlcMaxPlan(current_msat, up, urgent,
