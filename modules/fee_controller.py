@@ -18,11 +18,16 @@ its fee and its reason:
                   what refills cost (nor above a peer policy's ceiling)
     gossip     -> broadcast only a change worth it, within the gossip budget
                   (modules.gossip_gate)
+    htlc_max   -> per channel, after the fee: the max-HTLC its spendable balance supports, in
+                  coarse bands (modules.htlc_max); sent with a fee broadcast, or alone when
+                  senders would fail (or pass it over) and the same gossip budget allows
 
 Actions: "set" (broadcast new_fee_ppm), "hold" (the fee is where the stages put it),
 "skip_gossip" (a change is wanted, `target_fee_ppm`, but it is too small or too soon, or
-the gossip budget is spent), "skip_inactive" (not CHANNELD_NORMAL or peer offline) and
-"skip_policy" (the peer's policy is passive: nothing is changed).
+the gossip budget is spent), "skip_inactive" (not CHANNELD_NORMAL or peer offline),
+"skip_policy" (the peer's policy is passive: nothing is changed) and "set_htlc_max" (the fee
+stays; the max-HTLC alone is broadcast). A "set" carries `new_htlc_max_msat` when the
+max-HTLC changes too (one setchannel, one broadcast).
 
 A peer policy (modules.policy) is data in the inputs: `static` replaces the stages by its
 fee (set at once, through the gate's urgent path, then held), `passive` by "skip_policy",
@@ -45,7 +50,7 @@ import dataclasses
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from modules import demand as demand_model
-from modules import exploration, gossip_gate, liquidity
+from modules import exploration, gossip_gate, htlc_max, liquidity
 from modules.demand import DemandCurve
 from modules.evidence import Evidence, merge
 from modules.gossip_gate import GossipBudget
@@ -53,7 +58,7 @@ from modules.models import Channel, ChannelFlow
 from modules.policy import DYNAMIC, PASSIVE, PeerPolicy, fee_bounds
 
 A_SET, A_HOLD, A_SKIP_GOSSIP, A_SKIP_INACTIVE = "set", "hold", "skip_gossip", "skip_inactive"
-A_SKIP_POLICY = "skip_policy"
+A_SKIP_POLICY, A_SET_HTLC_MAX = "skip_policy", "set_htlc_max"
 # Prices are set on the posterior mean curve (None), or on the curve of one quantile of the
 # price scale.
 PRICING_QUANTILE = 0.5
@@ -124,6 +129,9 @@ class FeeDecision:
     scarce: bool = False
     curve: Optional[DemandCurve] = None          # the demand posterior (for the rebalancer)
     inflow_msat_per_hour: float = 0.0
+    htlc_max_msat: Optional[int] = None          # the max-HTLC advertised now
+    htlc_max_target_msat: Optional[int] = None   # where its band puts it (None: not managed)
+    new_htlc_max_msat: Optional[int] = None      # sent with this decision's setchannel
 
     def to_dict(self) -> Dict[str, Any]:
         return {"short_channel_id": self.short_channel_id, "old_fee_ppm": self.old_fee_ppm,
@@ -131,6 +139,8 @@ class FeeDecision:
                 "action": self.action, "reasons": list(self.reasons),
                 "target_fee_ppm": self.target_fee_ppm, "demand_price_ppm": self.demand_price_ppm,
                 "liquidity_price_ppm": self.liquidity_price_ppm, "scarce": self.scarce,
+                "htlc_max_msat": self.htlc_max_msat, "htlc_max_target_msat": self.htlc_max_target_msat,
+                "new_htlc_max_msat": self.new_htlc_max_msat,
                 "stages": [s.to_dict() for s in self.stages], "state": self.new_state.to_dict()}
 
 
@@ -341,11 +351,51 @@ def decide_all_fees(inputs: Iterable[FeeInputs], states: Mapping[str, FeeState],
     out: List[FeeDecision] = []
     for members, view in zip(groups, views):
         if view.policy is not None and view.policy.strategy != DYNAMIC:
-            out.extend(decide_by_policy(members, view.policy, states, config, now))
-            continue
-        peer = decide_fee(view, curves[view.key], states.get(view.key), config, now)
-        out.extend([peer] if len(members) == 1 else _per_channel(peer, members, states, config, now))
+            decided = decide_by_policy(members, view.policy, states, config, now)
+        else:
+            peer = decide_fee(view, curves[view.key], states.get(view.key), config, now)
+            decided = [peer] if len(members) == 1 else _per_channel(peer, members, states, config, now)
+        out.extend(with_htlc_max(d, m.channel, config, now) for d, m in zip(decided, members))
     return out
+
+
+def with_htlc_max(d: FeeDecision, channel: Channel, config, now: float) -> FeeDecision:
+    """The htlc_max stage, per channel (its own balance), after the fee's: the decision with
+    the channel's max-HTLC target, sent with a fee "set", or alone ("set_htlc_max") when it
+    matters (modules.htlc_max: urgent) and the gossip interval and budget allow; a broadcast
+    alone spends a token like a fee broadcast."""
+    current = channel.htlc_maximum_msat
+
+    def staged(reason: str, **changes) -> FeeDecision:
+        stage = StageResult("htlc_max", changes.get("new_fee_ppm", d.new_fee_ppm), reason)
+        return dataclasses.replace(d, stages=d.stages + [stage], reasons=d.reasons + [f"max-HTLC: {reason}"],
+                                   htlc_max_msat=current, **changes)
+
+    if not config.manage_htlc_max:
+        return staged("not managed (revenue-ops-manage-htlc-max is off)")
+    if d.action == A_SKIP_POLICY:
+        return staged("peer policy passive: left as it is")
+    if d.action == A_SKIP_INACTIVE:
+        return staged("channel not active: left as it is")
+    plan = htlc_max.plan_for_channel(channel)
+    if plan is None:
+        return staged("the node does not say what it advertises: left as it is")
+    if not plan.changes:
+        return staged(plan.reason, htlc_max_target_msat=plan.target_msat)
+    if d.action == A_SET:
+        return staged(f"{plan.reason}; sent with the fee", htlc_max_target_msat=plan.target_msat,
+                      new_htlc_max_msat=plan.target_msat)
+    if not plan.urgent:
+        return staged(f"{plan.reason}; waits for the next fee broadcast", htlc_max_target_msat=plan.target_msat)
+    state = d.new_state
+    allowed, why = gossip_gate.broadcast_allowed(state.last_broadcast_at, state.gossip_budget, config, now)
+    if not allowed:
+        return staged(f"{plan.reason}; {why}", htlc_max_target_msat=plan.target_msat)
+    budget = state.gossip_budget.spend(now)
+    new_state = dataclasses.replace(state, last_broadcast_at=now, gossip_tokens=budget.tokens,
+                                    gossip_tokens_at=budget.updated_at)
+    return staged(f"{plan.reason}; broadcast alone, {why}", htlc_max_target_msat=plan.target_msat,
+                  new_htlc_max_msat=plan.target_msat, action=A_SET_HTLC_MAX, new_state=new_state)
 
 
 def decide_by_policy(members: Sequence[FeeInputs], policy: PeerPolicy, states: Mapping[str, FeeState],

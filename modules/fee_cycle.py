@@ -9,14 +9,15 @@ import json
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from modules.evidence import build_evidence, fee_changes_to_record
-from modules.fee_controller import (A_SET, FeeDecision, FeeInputs, FeeState, decide_all_fees,
-                                    prune_state)
+from modules.fee_controller import (A_SET, A_SET_HTLC_MAX, FeeDecision, FeeInputs, FeeState,
+                                    decide_all_fees, prune_state)
 from modules.models import Channel, ChannelFlow
 from modules.node import NodeAdapter, NodeError
 from modules.policy import PeerPolicy
 from modules.rebalance_decisions import DemandOutlook
 
-ACTIONS = ("set", "hold", "skip_gossip", "skip_inactive", "skip_policy", "set_failed")
+ACTIONS = ("set", "hold", "skip_gossip", "skip_inactive", "skip_policy", "set_htlc_max", "set_failed")
+BROADCASTS = (A_SET, A_SET_HTLC_MAX)
 MANAGED_STATES = ("CHANNELD_NORMAL", "CHANNELD_AWAITING_SPLICE")
 
 
@@ -55,11 +56,14 @@ class FeeCycle:
                             "old_fee_ppm": d.old_fee_ppm, "new_fee_ppm": d.new_fee_ppm,
                             "target_fee_ppm": d.target_fee_ppm, "demand_price_ppm": d.demand_price_ppm,
                             "liquidity_price_ppm": d.liquidity_price_ppm, "scarce": d.scarce,
+                            "htlc_max_msat": d.htlc_max_msat, "htlc_max_target_msat": d.htlc_max_target_msat,
+                            "new_htlc_max_msat": d.new_htlc_max_msat,
                             "reasons": detail["reasons"]})
-            if action != "set_failed" and not (d.action == A_SET and not applied):
+            if action != "set_failed" and not (d.action in BROADCASTS and not applied):
                 saved[d.short_channel_id] = d.new_state
         self.states.update(saved)
-        set_fees = [(d.short_channel_id, d.new_fee_ppm) for d, row in zip(decisions, rows) if row[4]]
+        set_fees = [(d.short_channel_id, d.new_fee_ppm) for d, row in zip(decisions, rows)
+                    if row[4] and d.action == A_SET]
         if set_fees:
             self.db.record_fees(set_fees, now)
         removed = self._collect_garbage({c.short_channel_id for c in channels})
@@ -68,7 +72,11 @@ class FeeCycle:
                             "changed": counts["set"], "held": counts["hold"],
                             "skipped_gossip": counts["skip_gossip"],
                             "skipped_inactive": counts["skip_inactive"],
-                            "skipped_policy": counts["skip_policy"], "failed": counts["set_failed"],
+                            "skipped_policy": counts["skip_policy"],
+                            "htlc_max_alone": counts["set_htlc_max"],
+                            "htlc_max_changed": sum(1 for d, row in zip(decisions, rows)
+                                                    if row[4] and d.new_htlc_max_msat is not None),
+                            "failed": counts["set_failed"],
                             "states_pruned": removed}
         self.last_decisions = summary
         return self.last_result
@@ -103,18 +111,27 @@ class FeeCycle:
 
     def _apply(self, d: FeeDecision):
         """(action recorded, applied to the node, error text or None)."""
-        if d.action != A_SET:
+        if d.action not in BROADCASTS:
             return d.action, False, None
         if self.config.dry_run:
-            return A_SET, False, "dry-run: not applied"
+            return d.action, False, "dry-run: not applied"
+        htlc = "" if d.new_htlc_max_msat is None else f"max-HTLC {d.new_htlc_max_msat} msat"
         try:
-            self.node.set_channel_fee(d.short_channel_id, d.new_fee_ppm, d.fee_base_msat)
+            if d.action == A_SET:
+                self.node.set_channel_fee(d.short_channel_id, d.new_fee_ppm, d.fee_base_msat, d.new_htlc_max_msat)
+            else:
+                self.node.set_channel_htlc_max(d.short_channel_id, d.new_htlc_max_msat)
         except NodeError as e:
-            self.log(f"setchannel {d.short_channel_id} {d.new_fee_ppm} ppm failed: {e}", "warn")
+            what = " ".join(x for x in (f"{d.new_fee_ppm} ppm" if d.action == A_SET else "", htlc) if x)
+            self.log(f"setchannel {d.short_channel_id} {what} failed: {e}", "warn")
             return "set_failed", False, f"setchannel failed: {e.message}"
-        self.log(f"Fee {d.short_channel_id}: {d.old_fee_ppm} -> {d.new_fee_ppm} ppm ({'; '.join(d.reasons[-2:])})",
-                 "info")
-        return A_SET, True, None
+        if d.action == A_SET:
+            self.log(f"Fee {d.short_channel_id}: {d.old_fee_ppm} -> {d.new_fee_ppm} ppm"
+                     f"{', ' + htlc if htlc else ''} ({'; '.join(d.reasons[-3:])})", "info")
+        else:
+            self.log(f"Max-HTLC {d.short_channel_id}: {d.htlc_max_msat} -> {d.new_htlc_max_msat} msat "
+                     f"({d.reasons[-1]})", "info")
+        return d.action, True, None
 
     def _unmanage_clboss(self, decisions: List[FeeDecision], peer_of: Dict[str, str], now: float) -> None:
         """Before we first set a peer's fee, tell CLBOSS to leave that peer's fees alone."""
@@ -152,12 +169,16 @@ class FeeCycle:
                 "short_channel_id": c.short_channel_id, "peer_id": c.peer_id,
                 "fee_ppm": c.fee_ppm, "fee_base_msat": c.fee_base_msat,
                 "local_ratio": round(c.local_ratio, 3), "flow_state": flow.state if flow else None,
+                "spendable_msat": c.spendable_msat, "htlc_maximum_msat": c.htlc_maximum_msat,
+                "htlc_minimum_msat": c.htlc_minimum_msat,
                 "last_decision": None if decision is None else dict(
                     decision, reasons=detail["reasons"], stages=detail["stages"],
                     target_fee_ppm=detail.get("target_fee_ppm"),
                     demand_price_ppm=detail.get("demand_price_ppm"),
                     liquidity_price_ppm=detail.get("liquidity_price_ppm"),
-                    scarce=detail.get("scarce")),
+                    scarce=detail.get("scarce"),
+                    htlc_max_target_msat=detail.get("htlc_max_target_msat"),
+                    new_htlc_max_msat=detail.get("new_htlc_max_msat")),
                 "controller_state": state.to_dict() if state else None,
             })
         return {"dry_run": self.config.dry_run, "channels": rows, "last_cycle": self.last_result}

@@ -69,3 +69,15 @@ def gate(old_fee: int, new_fee: int, last_broadcast_at: Optional[float], budget:
         return BUDGET, (f"{old_fee} -> {new_fee} ppm waits {wait:.1f} h for the gossip budget "
                         f"(one broadcast per {REFILL_HOURS:g} h, bursts of {BURST:g})")
     return SET, f"{old_fee} -> {new_fee} ppm ({sign}{change:.0f}%)"
+
+
+def broadcast_allowed(last_broadcast_at: Optional[float], budget: GossipBudget, config,
+                      now: float) -> Tuple[bool, str]:
+    """Whether a broadcast that changes no fee (the htlc max alone) may go out now: the same
+    interval and the same budget as a fee broadcast."""
+    if last_broadcast_at is not None and now - last_broadcast_at < config.fee_broadcast_min_interval_seconds:
+        return False, (f"waits: last broadcast {(now - last_broadcast_at) / 3600:.1f} h ago, minimum "
+                       f"{config.fee_broadcast_min_interval_seconds / 3600:g} h")
+    if budget.at(now) < 1.0:
+        return False, f"waits {(1.0 - budget.at(now)) * REFILL_HOURS:.1f} h for the gossip budget"
+    return True, "within the gossip budget"

@@ -34,6 +34,12 @@ class Channel:
     max_htlcs: int               # the smaller of ours and theirs; max_accepted_htlcs
     peer_connected: bool
     private: bool = False
+    # what we advertise for HTLCs leaving through it (updates.local; None: the node did not say)
+    htlc_minimum_msat: int = 0
+    htlc_maximum_msat: Optional[int] = None
+    # the largest htlc_maximum_msat lightningd accepts: capacity less the reserve we keep,
+    # or the peer's max in flight if smaller (it clamps anything above to this)
+    htlc_max_possible_msat: Optional[int] = None
 
     @property
     def is_active(self) -> bool:

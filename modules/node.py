@@ -122,6 +122,8 @@ def parse_channel(entry: Dict[str, Any]) -> Optional[Channel]:
     fee_ppm = entry.get("fee_proportional_millionths", local_updates.get("fee_proportional_millionths", 0))
     fee_base = entry.get("fee_base_msat", local_updates.get("fee_base_msat", 0))
     capacity = entry.get("total_msat", entry.get("amount_msat"))
+    htlc_max = local_updates.get("htlc_maximum_msat", entry.get("maximum_htlc_out_msat"))
+    htlc_min = local_updates.get("htlc_minimum_msat", entry.get("minimum_htlc_out_msat"))
     return Channel(
         short_channel_id=scid,
         peer_id=entry.get("peer_id", ""),
@@ -137,7 +139,21 @@ def parse_channel(entry: Dict[str, Any]) -> Optional[Channel]:
         max_htlcs=int(entry.get("max_accepted_htlcs") or 483),
         peer_connected=bool(entry.get("peer_connected", True)),
         private=bool(entry.get("private", False)),
+        htlc_minimum_msat=to_msat(htlc_min),
+        htlc_maximum_msat=None if htlc_max is None else to_msat(htlc_max),
+        htlc_max_possible_msat=htlc_max_possible_msat(entry, to_msat(capacity)),
     )
+
+
+def htlc_max_possible_msat(entry: Dict[str, Any], capacity_msat: int) -> Optional[int]:
+    """lightningd's ceiling for setchannel's htlcmax (htlc_max_possible_send): the capacity
+    less the reserve the peer makes us keep, or the peer's max in flight if smaller."""
+    reserve = entry.get("our_reserve_msat")
+    if not capacity_msat or reserve is None:
+        return None
+    possible = max(0, capacity_msat - to_msat(reserve))
+    in_flight = entry.get("their_max_htlc_value_in_flight_msat")
+    return possible if in_flight is None else min(possible, to_msat(in_flight))
 
 
 class _LinearReadRpc(LightningRpc):
@@ -239,8 +255,17 @@ class NodeAdapter:
         return {"onchain_msat": onchain, "channels_msat": channels}
 
     # --- writes ------------------------------------------------------------
-    def set_channel_fee(self, scid: str, fee_ppm: int, fee_base_msat: int) -> Dict[str, Any]:
-        return self.call("setchannel", {"id": scid, "feebase": fee_base_msat, "feeppm": fee_ppm})
+    def set_channel_fee(self, scid: str, fee_ppm: int, fee_base_msat: int,
+                        htlc_max_msat: Optional[int] = None) -> Dict[str, Any]:
+        """One setchannel (one gossip update): the fee, and the htlc max when given."""
+        params = {"id": scid, "feebase": fee_base_msat, "feeppm": fee_ppm}
+        if htlc_max_msat is not None:
+            params["htlcmax"] = htlc_max_msat
+        return self.call("setchannel", params)
+
+    def set_channel_htlc_max(self, scid: str, htlc_max_msat: int) -> Dict[str, Any]:
+        """setchannel with the htlc max alone: the fees stay as they are."""
+        return self.call("setchannel", {"id": scid, "htlcmax": htlc_max_msat})
 
     def clboss_unmanage_fees(self, peer_id: str) -> None:
         self.call("clboss-unmanage", {"nodeid": peer_id, "tags": "lnfee"})

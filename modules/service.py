@@ -446,10 +446,15 @@ class Service:
 
 
 def with_fees_set(channels: List[Channel], decisions: List[Dict[str, Any]], fee_base_msat: int) -> List[Channel]:
-    """The channels after a fee cycle: each fee it applied, without asking the node again."""
-    applied = {d["short_channel_id"]: d["new_fee_ppm"] for d in decisions if d["applied"]}
-    return [dataclasses.replace(c, fee_ppm=applied[c.short_channel_id], fee_base_msat=fee_base_msat)
-            if c.short_channel_id in applied else c for c in channels]
+    """The channels after a fee cycle: each fee (and max-HTLC) it applied, without asking
+    the node again."""
+    applied = {d["short_channel_id"]: d for d in decisions if d["applied"]}
+
+    def after(c: Channel, d: Dict[str, Any]) -> Channel:
+        htlc = d.get("new_htlc_max_msat")
+        return dataclasses.replace(c, fee_ppm=d["new_fee_ppm"], fee_base_msat=fee_base_msat,
+                                   htlc_maximum_msat=c.htlc_maximum_msat if htlc is None else htlc)
+    return [after(c, applied[c.short_channel_id]) if c.short_channel_id in applied else c for c in channels]
 
 
 def flow_view(flow) -> Dict[str, Any]:

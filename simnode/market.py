@@ -19,6 +19,12 @@ reverse; balanced) and an inbound weight (how often a forward enters the node th
   failcode 4103 (WIRE_TEMPORARY_CHANNEL_FAILURE), in_channel Y, out_channel X, in_msat a + fee;
   the fee is lost. If no channel can receive it, the sender never reaches the node: nothing
   is recorded and it counts as lost demand (`no_entry`).
+* The max-HTLC X advertises (`htlc_max_out`, kept in step with the node's by market_run)
+  is what senders plan with: a forward larger than it is never tried through X (counted as
+  `over_max`, lost demand the node never sees; a sender that would split it into parts is
+  not modelled). Entering through Y is bounded by the peer's own max (`htlc_max_in`, the
+  channel's initial one: peers never change theirs here). Only where balances move: the
+  dense market's channels forward anything, whatever their balance.
 * A market that does not drain (the dense one) moves no balances: every accepted forward
   settles and enters by weight among all other channels.
 
@@ -374,7 +380,8 @@ class MarketSim:
         holds = [balance_holdbacks(r) for r in records]
         self.held_local = [h[0] for h in holds]
         self.held_remote = [h[1] for h in holds]
-        self.htlc_max = [h[2] for h in holds]
+        self.htlc_max_in = [h[2] for h in holds]      # the peer's, for forwards entering
+        self.htlc_max_out = [h[2] for h in holds]     # ours, advertised: senders plan with it
         self.weight = [c.inbound_weight for c in market.channels]
         self.fee_ppm = [c.start_fee_ppm for c in market.channels]
         self.fee_base_msat = [0] * n
@@ -389,6 +396,7 @@ class MarketSim:
         self.failed = [0] * n           # refused here: not enough balance (local_failed)
         self.failed_fee_msat = [0] * n
         self.no_entry = [0] * n         # no channel could receive it: never reached the node
+        self.over_max = [0] * n         # above X's advertised max-HTLC: never tried through X
         self._p_cache: Dict[tuple, float] = {}
         self._cums = [self._cum_without(x) for x in range(n)]   # entry weights, x itself left out
         # earnings over time, off unless record_earnings() was called (the demo's plot)
@@ -424,7 +432,7 @@ class MarketSim:
         return p
 
     COUNTERS = ("earned_msat", "settled", "out_msat", "in_msat", "arrived", "failed", "failed_fee_msat",
-                "no_entry")
+                "no_entry", "over_max")
 
     def snapshot(self) -> tuple:
         """Where the simulation stands (time, balances, totals), to replay from there."""
@@ -455,8 +463,8 @@ class MarketSim:
         n, events = self.n, self.market.events
         ppm, base = self.fee_ppm, self.fee_base_msat
         p = [self.accept_probability(x, ppm[x], regime) for x in range(n)]
-        local, cap, held_l, held_r, hmax = (self.local_msat, self.capacity, self.held_local,
-                                            self.held_remote, self.htlc_max)
+        local, cap, held_l, held_r, hmax, hmax_out = (self.local_msat, self.capacity, self.held_local,
+                                                      self.held_remote, self.htlc_max_in, self.htlc_max_out)
         weight, cums, record, drains = self.weight, self._cums, self.recorder, self.market.drains
         arrived, failed, failed_fee, no_entry = self.arrived, self.failed, self.failed_fee_msat, self.no_entry
         settled, earned, out_msat, in_msat = self.settled, self.earned_msat, self.out_msat, self.in_msat
@@ -468,6 +476,9 @@ class MarketSim:
                 break
             i += 1
             if u >= p[x]:
+                continue
+            if drains and a > hmax_out[x]:
+                self.over_max[x] += 1
                 continue
             arrived[x] += 1
             fee = base[x] + a * ppm[x] // PPM
@@ -484,7 +495,7 @@ class MarketSim:
                     if y < 0:
                         no_entry[x] += 1
                         continue
-                if local[x] - held_l[x] < a or a > hmax[x]:
+                if local[x] - held_l[x] < a:
                     failed[x] += 1
                     failed_fee[x] += fee
                     if record is not None:
@@ -506,7 +517,7 @@ class MarketSim:
         entry is drawn by weight among the channels with room. -1: none has room."""
         cum, weight = self._cums[x], self.weight
         v = (r - (cum[first - 1] if first else 0.0)) / weight[first]
-        local, cap, held_r, hmax = self.local_msat, self.capacity, self.held_remote, self.htlc_max
+        local, cap, held_r, hmax = self.local_msat, self.capacity, self.held_remote, self.htlc_max_in
         fits = [j for j in range(self.n)
                 if j != x and cap[j] - local[j] - held_r[j] >= need and need <= hmax[j]]
         if not fits:

@@ -20,7 +20,9 @@ What happens, in order:
    (SimSling.step with a RefillCosts model: per destination a median cost, noise per
    attempt, "no cheap route" above the job's maxppm, random failures).
 
-Fee broadcasts are counted from the node's own log of `setchannel` calls; sling jobs from
+The max-HTLC the plugin sets goes to the market as it does to senders (MarketSim.htlc_max_out).
+Fee broadcasts (a setchannel of the fee, the max-HTLC or both) are counted from the node's
+own log of `setchannel` calls; sling jobs from
 its `sling-job` calls. The simulated clock is unix time: the run starts 25 days before
 the wall clock (rounded to a day), so sling's 30-day stats window (which reads the wall
 clock) covers everything the run pays.
@@ -210,6 +212,7 @@ class _Run:
                 sim.local_msat[x] = rec["local_msat"]
                 sim.fee_ppm[x] = rec["fee_ppm"]
                 sim.fee_base_msat[x] = rec["fee_base_msat"]
+                sim.htlc_max_out[x] = rec["htlc_max_msat"]     # what the plugin advertises
         sim.advance(t)
         with self.node.state.lock:
             for x, rec in enumerate(records):

@@ -74,6 +74,12 @@ def balance_holdbacks(ch):
             ch["their_reserve_msat"] + COMMIT_FEE_MSAT - local_fee, ch["htlc_max_msat"])
 
 
+def htlc_max_possible_msat(ch):
+    """lightningd's htlc_max_possible_send: the capacity less the reserve the peer makes us
+    keep (their max in flight is unlimited here); also the channel's initial htlc max."""
+    return max(0, ch["capacity_msat"] - ch["our_reserve_msat"])
+
+
 class NodeState:
     def __init__(self, node_id=None, alias="SIMNODE-" + VERSION):
         self.lock = threading.RLock()
@@ -118,7 +124,7 @@ class NodeState:
                 "connected": connected, "state": state, "htlcs_in_use": htlcs_in_use,
                 "max_htlcs": max_htlcs, "our_reserve_msat": reserve,
                 "their_reserve_msat": reserve, "htlc_min_msat": 0,
-                "htlc_max_msat": capacity_msat * 99 // 100, "cltv_delta": 34,
+                "htlc_max_msat": capacity_msat - reserve, "cltv_delta": 34,
                 "ignore_fee_limits": False,
                 "remote_fee_ppm": remote_fee_ppm if remote_fee_ppm is not None
                 else 10 + int(sha256_hex(scid)[:4], 16) % 990,
@@ -236,12 +242,14 @@ class NodeState:
 
     # ---- rendering ------------------------------------------------------
     def _spendable(self, ch):
+        """As lightningd's channel_amount_spendable / _receivable: the balance less what is
+        held back; not capped by the htlc maximum we advertise (that limits forwards only)."""
         if ch["state"] not in NORMAL_STATES:
             return 0, 0
-        held_local, held_remote, cap = balance_holdbacks(ch)
+        held_local, held_remote, _ = balance_holdbacks(ch)
         spendable = max(0, ch["local_msat"] - held_local)
         receivable = max(0, ch["capacity_msat"] - ch["local_msat"] - held_remote)
-        return min(spendable, cap), min(receivable, cap)
+        return spendable, receivable
 
     def _htlcs(self, ch):
         out = []
@@ -395,18 +403,26 @@ class NodeState:
                 raise SimRpcError(LIGHTNINGD, "htlcmax cannot be less than htlcmin")
             result = []
             for ch in self._setchannel_targets(ident):
+                # lightningd: never above htlc_max_possible_send (capacity less the reserve
+                # we keep), clamped there with a warning
+                possible = htlc_max_possible_msat(ch)
+                too_high = htlcmax is not None and htlcmax > possible
                 for key, val in (("fee_base_msat", feebase), ("fee_ppm", feeppm),
-                                 ("htlc_min_msat", htlcmin), ("htlc_max_msat", htlcmax),
+                                 ("htlc_min_msat", htlcmin),
+                                 ("htlc_max_msat", possible if too_high else htlcmax),
                                  ("ignore_fee_limits", ignorefeelimits)):
                     if val is not None:
                         ch[key] = val
-                result.append({
+                entry = {
                     "peer_id": ch["peer_id"], "channel_id": ch["channel_id"],
                     "short_channel_id": ch["scid"], "fee_base_msat": ch["fee_base_msat"],
                     "fee_proportional_millionths": ch["fee_ppm"],
                     "minimum_htlc_out_msat": ch["htlc_min_msat"],
                     "maximum_htlc_out_msat": ch["htlc_max_msat"],
-                    "ignore_fee_limits": ch["ignore_fee_limits"]})
+                    "ignore_fee_limits": ch["ignore_fee_limits"]}
+                if too_high:
+                    entry["warning_htlcmax_too_high"] = "Set maximum_htlc_out_msat to maximum possible in channel"
+                result.append(entry)
             return {"channels": result}
 
     def plugin_list(self, started):

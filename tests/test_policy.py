@@ -107,7 +107,8 @@ def test_static_sets_its_fee_at_once_then_holds_and_passive_changes_nothing():
         assert d.new_state.fee_ppm == 420 and d.curve is None        # the rebalancer values it at its fee
     p = first["2x1x0"]
     assert (p.action, p.new_fee_ppm, p.old_fee_ppm) == (A_SKIP_POLICY, 100, 100)
-    assert p.reasons[0].startswith("peer policy: passive") and [s.stage for s in p.stages] == ["policy", "gossip"]
+    assert p.reasons[0].startswith("peer policy: passive") and [s.stage for s in p.stages] == ["policy", "gossip", "htlc_max"]
+    assert p.new_htlc_max_msat is None and "passive" in p.stages[-1].reason   # its max-HTLC alone too
     held = [dataclasses.replace(i, channel=dataclasses.replace(i.channel, fee_ppm=420)) for i in inputs[:2]]
     states = {d.short_channel_id: d.new_state for d in first.values()}
     again = decide_all_fees(held, states, CFG, NOW + 60)
