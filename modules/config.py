@@ -112,7 +112,7 @@ OPTIONS: Tuple[OptionSpec, ...] = (
                "smallest fee change worth a gossip broadcast, in percent", 0, 100),
     OptionSpec("fee-broadcast-min-interval-seconds", 21600, "int",
                "shortest time between two fee broadcasts of one channel", 0, 7 * 86400),
-    OptionSpec("manage-htlc-max", True, "bool",
+    OptionSpec("manage-htlc-max", False, "bool",
                "set each channel's htlc_maximum_msat from its spendable balance, in coarse bands, "
                "so senders are not offered amounts it cannot forward (sent with fee changes, in "
                "the same gossip budget)"),

@@ -12,7 +12,7 @@ from modules.htlc_max import BANDS, band_floor_msat, plan_for_channel, plan_htlc
 from modules.models import Channel
 
 P = 990_000_000                 # a 1 M sat channel less its 1 % reserve: lightningd's ceiling
-CFG = default_config()
+CFG = dataclasses.replace(default_config(), manage_htlc_max=True)   # off by default
 NOW = 1_700_000_000.0
 
 

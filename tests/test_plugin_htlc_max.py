@@ -6,6 +6,8 @@ import time
 import pytest
 
 from plugin_harness import node_rpc, start_plugin
+
+ON = {"revenue-ops-manage-htlc-max": True}   # off by default: see the README
 from simnode import SimNode
 
 NOW = time.time()
@@ -57,7 +59,7 @@ def decision_of(result, scid):
 
 
 def test_a_drained_channel_gets_its_max_lowered_in_the_same_setchannel_as_its_fee(node):
-    plugin = start_plugin(node)
+    plugin = start_plugin(node, **ON)
     scarce = node.ids["scarce"]
     assert advertised(node, scarce)[0] == TOP
     result = plugin.call("revenue-adjust-fees")
@@ -74,7 +76,7 @@ def test_a_drained_channel_gets_its_max_lowered_in_the_same_setchannel_as_its_fe
 
 
 def test_with_no_fee_change_due_the_max_goes_alone_once_and_spends_a_gossip_token(node):
-    plugin = start_plugin(node)
+    plugin = start_plugin(node, **ON)
     idle = node.ids["idle"]
     result = plugin.call("revenue-adjust-fees")
     d = decision_of(result, idle)
@@ -92,7 +94,7 @@ def test_with_no_fee_change_due_the_max_goes_alone_once_and_spends_a_gossip_toke
 
 def test_balance_noise_moves_neither_the_max_nor_the_gossip(node):
     # broadcasts allowed at any time: only the bands' hysteresis keeps the max still
-    plugin = start_plugin(node, **{"revenue-ops-fee-broadcast-min-interval-seconds": 0})
+    plugin = start_plugin(node, **ON, **{"revenue-ops-fee-broadcast-min-interval-seconds": 0})
     idle = node.ids["idle"]
     plugin.call("revenue-adjust-fees")
     settled, _ = advertised(node, idle)
@@ -112,8 +114,8 @@ def test_balance_noise_moves_neither_the_max_nor_the_gossip(node):
     assert calls_for(node, idle, seen) == []
 
 
-def test_the_option_off_leaves_it_alone_and_setconfig_turns_it_on(node):
-    plugin = start_plugin(node, **{"revenue-ops-manage-htlc-max": False})
+def test_off_by_default_it_leaves_it_alone_and_setconfig_turns_it_on(node):
+    plugin = start_plugin(node)
     result = plugin.call("revenue-adjust-fees")
     assert node.calls_of("setchannel") and not any("htlcmax" in c for c in node.calls_of("setchannel"))
     assert all(advertised(node, s)[0] == TOP for s in node.ids.values())
@@ -125,7 +127,7 @@ def test_the_option_off_leaves_it_alone_and_setconfig_turns_it_on(node):
 
 
 def test_revenue_fees_shows_the_max_its_target_and_why(node):
-    plugin = start_plugin(node)
+    plugin = start_plugin(node, **ON)
     plugin.call("revenue-adjust-fees")
     row = plugin.call("revenue-fees", {"scid": node.ids["scarce"]})["channels"][0]
     assert row["htlc_maximum_msat"] == TOP // 32 and row["spendable_msat"] >= row["htlc_maximum_msat"]
@@ -136,7 +138,7 @@ def test_revenue_fees_shows_the_max_its_target_and_why(node):
 
 
 def test_dry_run_decides_and_shows_it_but_sets_nothing(node):
-    plugin = start_plugin(node, **{"revenue-ops-dry-run": True})
+    plugin = start_plugin(node, **ON, **{"revenue-ops-dry-run": True})
     result = plugin.call("revenue-adjust-fees")
     assert node.calls_of("setchannel") == []
     idle = decision_of(result, node.ids["idle"])
@@ -147,7 +149,7 @@ def test_dry_run_decides_and_shows_it_but_sets_nothing(node):
 
 
 def test_a_failing_setchannel_is_a_logged_error_and_changes_nothing(node):
-    plugin = start_plugin(node)
+    plugin = start_plugin(node, **ON)
     idle = node.ids["idle"]
     node.fault("setchannel", "error", code=-1, message="Channel is not in a state to be updated",
                when=lambda p: isinstance(p, dict) and "feeppm" not in p)

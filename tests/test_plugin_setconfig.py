@@ -103,7 +103,7 @@ def test_dry_run_switched_off_at_runtime_sets_fees_from_the_next_cycle(node):
 
 
 def test_a_loop_interval_change_applies_to_the_wait_under_way(node):
-    plugin = start_plugin(node)                                    # the fee loop waits a day
+    plugin = start_plugin(node, **{"revenue-ops-loop-jitter-percent": 0})   # the fee loop waits a day
     assert plugin.call("revenue-status")["loops"]["fee"]["next_run"] > time.time() + 80000
     setconfig(node, "revenue-ops-fee-interval-seconds", "10")
     deadline = time.time() + 5
@@ -115,11 +115,11 @@ def test_a_loop_interval_change_applies_to_the_wait_under_way(node):
 def test_a_shorter_rpc_timeout_bounds_the_next_node_call(node):
     plugin = start_plugin(node)
     setconfig(node, "revenue-ops-rpc-timeout-seconds", 1)
-    node.fault("listpeerchannels", "hang", seconds=3, times=1)
+    node.fault("listpeerchannels", "hang", seconds=10, times=1)
     began = time.monotonic()
     with pytest.raises(SimRpcError) as err:
         plugin.call("revenue-fees")
-    assert time.monotonic() - began < 2.5
+    assert time.monotonic() - began < 8           # gave up long before the 10 s hang ended (60 s before)
     assert "no answer within 1 s" in err.value.message
 
 
