@@ -61,7 +61,7 @@ A_SET, A_HOLD, A_SKIP_GOSSIP, A_SKIP_INACTIVE = "set", "hold", "skip_gossip", "s
 A_SKIP_POLICY, A_SET_HTLC_MAX = "skip_policy", "set_htlc_max"
 # Prices are set on the posterior mean curve (None), or on the curve of one quantile of the
 # price scale.
-PRICING_QUANTILE = 0.5
+PRICING_QUANTILE = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +211,8 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     side = state.probe_side
     if side == 0:   # the first probe: to the side the posterior expects more of
         factor = exploration.probe_factor(sd)
-        up, down = (curve.rate_per_hour(f) * f for f in (price.fee_ppm * factor, price.fee_ppm / factor))
+        up, down = (liquidity.revenue_of_curve(priced, f, supply, config.fee_base_msat)
+                    for f in (price.fee_ppm * factor, price.fee_ppm / factor))
         side = 1 if up >= down else -1
     staying = on_grid.revenue_at(ch.fee_ppm, supply, config.fee_base_msat)
     gain = price.expected_revenue_msat / staying - 1 if staying > 0 else 1.0

@@ -99,6 +99,13 @@ class DemandOnGrid:
                         supply.horizon_hours, base_fee_msat, supply.refill_cost_ppm)[0]
 
 
+def revenue_of_curve(curve: DemandCurve, fee_ppm: float, supply: "Supply", base_fee_msat: int) -> float:
+    """Expected revenue over the horizon at any fee, what the channel can supply counted: a
+    forward not made at a high fee keeps its liquidity for later."""
+    return _revenue(fee_ppm, curve.rate_per_hour(fee_ppm), max(curve.mean_amount_msat, 1),
+                    supply.over_horizon_msat, supply.horizon_hours, base_fee_msat, supply.refill_cost_ppm)[0]
+
+
 def _revenue(fee_ppm: int, rate: float, amount_msat: int, supply_msat: float, horizon_hours: float,
              base_fee_msat: int, refill_cost_ppm: Optional[int]) -> Tuple[float, float]:
     """(expected revenue over the horizon, demand V) at one fee."""
