@@ -69,7 +69,7 @@ def test_balance_is_conserved_fees_in_rebalance_fees_out_and_runs_repeat():
     """Through the real plugin with sling: every msat on our side is the start balance plus
     fees earned minus rebalance fees paid. And a run repeats exactly, so two plugin
     configurations compared on a seed differ only by what they decided."""
-    market = build_market("high", 1, days=2, history_days=1, channels=6)
+    market = build_market("high", 4, days=2, history_days=1, channels=6)
     run = run_plugin(market, sling=True)
     assert run.rebalance_fee_msat > 0 and run.moved_msat > 0      # this seed rebalances on day 2
     start = sum(c.local_msat for c in market.channels)

@@ -17,6 +17,7 @@ from modules.rebalance_decisions import DESTINATION, SOURCE_ROLE, plan_rebalance
 from modules.scheduler import Loop
 
 CFG = default_config("/ld")
+HTLC_ON = dataclasses.replace(CFG, manage_htlc_max=True)   # max-HTLC is off by default
 NOW = 1_700_000_000.0
 PEER = "02" + "a" * 64
 OTHER = "03" + "b" * 64
@@ -100,7 +101,7 @@ def test_static_sets_its_fee_at_once_then_holds_and_passive_changes_nothing():
               FeeInputs(chan("2x1x0", OTHER, fee=100, htlcs_in_use=480), None, busy_evidence(), policy=passive)]
     # a broadcast a minute ago and no gossip budget left: static is urgent all the same
     states = {"1x1x0": FeeState(100, last_broadcast_at=NOW - 60, gossip_tokens=0.0, gossip_tokens_at=NOW)}
-    first = {d.short_channel_id: d for d in decide_all_fees(inputs, states, CFG, NOW)}
+    first = {d.short_channel_id: d for d in decide_all_fees(inputs, states, HTLC_ON, NOW)}
     for scid in ("1x1x0", "1x2x0"):
         d = first[scid]
         assert (d.action, d.new_fee_ppm, d.reasons[0]) == (A_SET, 420, "peer policy: static 420 ppm")
@@ -111,7 +112,7 @@ def test_static_sets_its_fee_at_once_then_holds_and_passive_changes_nothing():
     assert p.new_htlc_max_msat is None and "passive" in p.stages[-1].reason   # its max-HTLC alone too
     held = [dataclasses.replace(i, channel=dataclasses.replace(i.channel, fee_ppm=420)) for i in inputs[:2]]
     states = {d.short_channel_id: d.new_state for d in first.values()}
-    again = decide_all_fees(held, states, CFG, NOW + 60)
+    again = decide_all_fees(held, states, HTLC_ON, NOW + 60)
     assert [(d.action, d.new_fee_ppm) for d in again] == [(A_HOLD, 420), (A_HOLD, 420)]
     offline = [FeeInputs(chan(fee=100, connected=False), None, busy_evidence(), policy=static)]
     assert decide_all_fees(offline, {}, CFG, NOW)[0].action == A_SKIP_INACTIVE
