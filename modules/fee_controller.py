@@ -79,7 +79,7 @@ class FeeState:
     """Per-channel controller state, persisted between cycles (to_dict / from_dict: JSON)."""
     fee_ppm: int                                 # fee in force on the channel
     last_broadcast_at: Optional[float] = None    # last setchannel by the controller
-    gossip_tokens: float = 1.0                   # the gossip budget's bucket...
+    gossip_tokens: float = gossip_gate.BURST     # the gossip budget's bucket (full at start)...
     gossip_tokens_at: Optional[float] = None     # ... as of this time
     stock_band: Optional[int] = None             # balance band (modules.liquidity.STOCK_BANDS)
     phase: str = exploration.EXPLOIT             # the fee in force is the best guess or a probe

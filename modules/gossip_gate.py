@@ -5,8 +5,8 @@ reputation for stable fees, so:
 
 * never the same fee; never a change below `fee-change-min-percent`;
 * never sooner than `fee-broadcast-min-interval-seconds` after the last one;
-* a gossip budget per channel: a bucket of BURST tokens refilled at one per
-  REFILL_HOURS; each broadcast takes one. A median of at most one broadcast per channel per
+* a gossip budget per channel: a bucket of BURST tokens, full at start, refilled at one
+  per REFILL_HOURS; each broadcast takes one. A median of at most one broadcast per channel per
   day, and at most BURST + a few on any day;
 * the change needed grows when the last broadcast is recent: right after one, only a
   change PATIENCE_HOURS / hours-since times the minimum (capped at MAX_PATIENCE_FACTOR)
@@ -18,7 +18,7 @@ import dataclasses
 import math
 from typing import Optional, Tuple
 
-REFILL_HOURS = 24.0
+REFILL_HOURS = 27.0   # a little slower than one a day: the full bucket at start stays within a median of one a day
 BURST = 2.0
 PATIENCE_HOURS = 24.0
 MAX_PATIENCE_FACTOR = 4.0
@@ -28,7 +28,7 @@ SET, SAME, SMALL, SOON, BUDGET = "set", "same", "small", "soon", "budget"
 
 @dataclasses.dataclass(frozen=True)
 class GossipBudget:
-    tokens: float = 1.0
+    tokens: float = BURST   # starts full: the first moves, furthest from the optimum, go out soonest
     updated_at: Optional[float] = None
 
     def at(self, now: float) -> float:

@@ -161,7 +161,7 @@ def test_the_gate_never_sends_the_same_fee_and_waits_for_its_budget():
     assert gossip_gate.gate(100, 100, None, fresh, False, CFG, NOW)[0] == gossip_gate.SAME
     assert gossip_gate.gate(100, 103, None, fresh, False, CFG, NOW)[0] == gossip_gate.SMALL
     assert gossip_gate.gate(100, 200, None, fresh, False, CFG, NOW)[0] == gossip_gate.SET
-    spent = fresh.spend(NOW)
+    spent = fresh.spend(NOW).spend(NOW)          # the bucket starts full: two broadcasts empty it
     assert gossip_gate.gate(100, 200, NOW - 7 * H, spent, False, CFG, NOW)[0] == gossip_gate.BUDGET
     assert gossip_gate.gate(100, 110, NOW - 7 * H, spent, False, CFG, NOW)[0] == gossip_gate.SMALL  # patience
     assert gossip_gate.gate(100, 2500, NOW - H, spent, True, CFG, NOW)[0] == gossip_gate.SET        # urgent

@@ -86,7 +86,7 @@ def test_with_no_fee_change_due_the_max_goes_alone_once_and_spends_a_gossip_toke
     fee_calls = [c for c in node.calls_of("setchannel") if "feeppm" in c]
     assert result["cycle"]["htlc_max_alone"] == 1 and result["cycle"]["changed"] == len(fee_calls)
     state = plugin.call("revenue-fees", {"scid": idle})["channels"][0]["controller_state"]
-    assert state["gossip_tokens"] == 0.0 and state["last_broadcast_at"] is not None   # counted as a broadcast
+    assert state["gossip_tokens"] == 1.0 and state["last_broadcast_at"] is not None   # one of two: a broadcast
     seen = len(node.calls_of("setchannel"))
     again = plugin.call("revenue-adjust-fees")
     assert calls_for(node, idle, seen) == [] and decision_of(again, idle)["action"] != "set_htlc_max"
@@ -105,13 +105,15 @@ def test_balance_noise_moves_neither_the_max_nor_the_gossip(node):
         d = decision_of(plugin.call("revenue-adjust-fees"), idle)
         assert d["htlc_max_target_msat"] == settled and d["action"] != "set_htlc_max"
     assert calls_for(node, idle, seen) == [] and advertised(node, idle)[0] == settled
-    # a real refill (to 90 %) wants it raised, with headroom, and alone: but the gossip
-    # budget went on the first broadcast, so it waits
+    # a real refill (to 90 %) wants it raised, with headroom: it goes alone on the second
+    # token of the bucket, and the bucket is empty after it
     node.set_balance(idle, 1_800_000_000)
     d = decision_of(plugin.call("revenue-adjust-fees"), idle)
-    assert d["htlc_max_target_msat"] == TOP // 2 and d["action"] == "hold"
-    assert "raised to the band 990,000 sat" in d["reasons"][-1] and "gossip budget" in d["reasons"][-1]
-    assert calls_for(node, idle, seen) == []
+    assert d["htlc_max_target_msat"] == TOP // 2 and d["action"] == "set_htlc_max"
+    assert "raised to the band 990,000 sat" in d["reasons"][-1]
+    assert calls_for(node, idle, seen) == [{"id": idle, "htlcmax": TOP // 2}]
+    state = plugin.call("revenue-fees", {"scid": idle})["channels"][0]["controller_state"]
+    assert state["gossip_tokens"] < 0.01                       # refilling from empty
 
 
 def test_off_by_default_it_leaves_it_alone_and_setconfig_turns_it_on(node):
