@@ -7,7 +7,7 @@ and the channel has demand, it alternates: the best guess for EXPLOIT_HOURS, the
 factor PROBE_FACTOR above or below it (sides alternate) for PROBE_HOURS. Every period is
 evidence at its own fee, so each probe sharpens the estimate at a small cost (a 30% probe
 near the optimum of an exponential curve earns ~4% less for its day). A probe is as wide as
-the estimate is uncertain (the posterior's log sd, within 1.3x and 3x); the first goes to
+the estimate is uncertain (the posterior's log sd, within 1.5x and 3x); the first goes to
 the side where the posterior expects more revenue, later ones alternate.
 
 A channel nobody asked to use (no arrival in the lookback, after a day of exposure) is
@@ -20,7 +20,7 @@ import math
 from typing import Optional, Tuple
 
 UNCERTAIN_SD = 0.35
-MIN_PROBE_FACTOR = 1.3      # probes are the posterior's log sd wide, within these
+MIN_PROBE_FACTOR = 1.5      # probes are the posterior's log sd wide, within these
 MAX_PROBE_FACTOR = 3.0
 PROBE_HOURS = 24.0
 EXPLOIT_HOURS = 48.0
