@@ -237,6 +237,18 @@ def test_setconfig_policy_and_report_on_a_routing_node(node_factory):
     with pytest.raises(RpcError, match="peer_id"):
         l2.rpc.call("revenue-policy", {"action": "set", "peer_id": "02" + "00" * 32, "strategy": "passive"})
 
+    # max-HTLC (off by default) turned on at runtime: what lightningd then advertises for
+    # each channel is what the plugin decided, never above what the channel can forward
+    l2.rpc.setconfig("revenue-ops-manage-htlc-max", True)
+    decided = {d["short_channel_id"]: d for d in l2.rpc.call("revenue-adjust-fees")["decisions"]}
+    sent = {s: d["new_htlc_max_msat"] for s, d in decided.items() if d.get("new_htlc_max_msat") is not None}
+    assert sent, decided           # l2's side of l1's channel holds only what was paid through it
+    for c in l2.rpc.listpeerchannels()["channels"]:
+        scid = c["short_channel_id"]
+        if scid in sent:
+            assert c["updates"]["local"]["htlc_maximum_msat"] == sent[scid]
+            assert c["updates"]["local"]["htlc_minimum_msat"] <= sent[scid] <= c["total_msat"]
+
     # the report's earnings are the node's own: the fees of the settled forwards, per channel
     earned = {}
     for f in l2.rpc.listforwards(status="settled")["forwards"]:
