@@ -155,14 +155,6 @@ class Scheduler:
         self.loops[loop.name] = loop
         return loop
 
-    def set_interval(self, interval_seconds: float, jitter_fraction: float) -> None:
-        if (interval_seconds, jitter_fraction) == (self.interval_seconds, self.jitter_fraction):
-            return
-        self.interval_seconds = interval_seconds
-        self.jitter_fraction = jitter_fraction
-        self._rearm = True
-        self._wake.set()
-
     def start(self, first_delays: Optional[Dict[str, float]] = None) -> None:
         for name, loop in self.loops.items():
             loop.start((first_delays or {}).get(name))
