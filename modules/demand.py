@@ -67,6 +67,20 @@ class DemandCurve:
             total += w * math.exp(x if x < MAX_EXP else MAX_EXP)
         return total
 
+    def rates_per_hour(self, fees_ppm: Sequence[float]) -> List[float]:
+        """rate_per_hour at each fee, the same arithmetic in one pass (the fee grid's hot loop)."""
+        exp, ref, cap = math.exp, self.reference_fee_ppm, MAX_EXP
+        terms = tuple(zip(self.scales_ppm, self.weights, self.log_rates_at_reference))
+        rates = []
+        for fee in fees_ppm:
+            d = fee - ref
+            total = 0.0
+            for s, w, lr in terms:
+                x = lr - d / s
+                total += w * exp(x if x < cap else cap)
+            rates.append(total)
+        return rates
+
     def quantile_scale_ppm(self, q: float) -> float:
         acc = 0.0
         for s, w in zip(self.scales_ppm, self.weights):

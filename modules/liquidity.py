@@ -87,7 +87,7 @@ class DemandOnGrid:
 
     @classmethod
     def of(cls, curve: DemandCurve, grid: Sequence[int]) -> "DemandOnGrid":
-        return cls(tuple(grid), tuple(curve.rate_per_hour(f) for f in grid), max(curve.mean_amount_msat, 1))
+        return cls(tuple(grid), tuple(curve.rates_per_hour(grid)), max(curve.mean_amount_msat, 1))
 
     def rate_at(self, fee_ppm: int) -> float:
         i = min(range(len(self.fees_ppm)), key=lambda k: abs(self.fees_ppm[k] - fee_ppm))
