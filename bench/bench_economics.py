@@ -84,29 +84,9 @@ def evaluate(kind: str, seed: int, days: float = 10, overrides: Optional[Dict[st
 
 # --- figures ---------------------------------------------------------------------------------------
 def broadcast_figures(run: PluginRun) -> Dict[str, Any]:
-    days = run.days
-    per_day = [len(ts) / days for ts in run.broadcasts]
-    most_in_a_day = 0
-    for ts in run.broadcasts:
-        counts: Dict[int, int] = {}
-        for t in ts:
-            counts[int(t // DAY)] = counts.get(int(t // DAY), 0) + 1
-        most_in_a_day = max([most_in_a_day, *counts.values()])
-    return {"median": statistics.median(per_day), "max": max(per_day), "most_in_a_day": most_in_a_day,
-            "per_channel": per_day}
-
-
-def most_in_24h(payments: Sequence[Tuple[float, int]]) -> int:
-    """Most rebalance fees paid in any 24 hours (by payment time), msat."""
-    pay = sorted(payments)
-    best = total = lo = 0
-    for hi, (t, fee) in enumerate(pay):
-        total += fee
-        while pay[lo][0] <= t - DAY:
-            total -= pay[lo][1]
-            lo += 1
-        best = max(best, total)
-    return best
+    per_day = [len(ts) / run.days for ts in run.broadcasts]
+    return {"median": statistics.median(per_day), "max": max(per_day),
+            "most_in_a_day": run.most_broadcasts_in_a_day(), "per_channel": per_day}
 
 
 def run_figures(run: PluginRun, base: Baselines) -> Dict[str, Any]:
@@ -120,7 +100,7 @@ def run_figures(run: PluginRun, base: Baselines) -> Dict[str, Any]:
         "vs_oracle": net / base.oracle_msat if base.oracle_msat else float("nan"),
         "broadcasts": broadcast_figures(run),
         "unmet": (run.total("failed") + run.total("no_entry")) / arrived if arrived else 0.0,
-        "most_24h_sat": most_in_24h(run.payments) / SAT,
+        "most_24h_sat": run.most_paid_in_24h_msat() / SAT,
         "jobs": len(run.jobs), "jobs_moved": sum(1 for j in run.jobs if j.moved_msat > 0),
         "moved_sat": run.moved_msat / SAT, "attempts": run.attempts,
         "errors": sum(run.loop_errors.values()), "warnings": run.warnings,

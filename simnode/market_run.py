@@ -117,6 +117,28 @@ class PluginRun:
     def total(self, counter: str) -> int:
         return sum(self.totals[counter])
 
+    def most_paid_in_24h_msat(self) -> int:
+        """Most rebalance fees paid in any 24 hours (by payment time): against the daily budget."""
+        paid = sorted(self.payments)
+        most = total = first = 0
+        for t, fee in paid:
+            total += fee
+            while paid[first][0] <= t - DAY:
+                total -= paid[first][1]
+                first += 1
+            most = max(most, total)
+        return most
+
+    def most_broadcasts_in_a_day(self) -> int:
+        """Most fee broadcasts of one channel in one day of the run (day 0 from t = 0)."""
+        most = 0
+        for ts in self.broadcasts:
+            counts: Dict[int, int] = {}
+            for t in ts:
+                counts[int(t // DAY)] = counts.get(int(t // DAY), 0) + 1
+            most = max([most, *counts.values()])
+        return most
+
 
 def run_plugin(market: Market, sling: bool = True, overrides: Optional[Dict[str, Any]] = None,
                attempt_interval_s: float = ATTEMPT_INTERVAL_S, epoch: Optional[float] = None,

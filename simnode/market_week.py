@@ -54,22 +54,10 @@ class Week:
         return list(self.alone.earnings)
 
     def most_broadcasts_in_a_day(self) -> int:
-        """Most fee broadcasts of one channel in one day of the run (day 0 from t = 0)."""
-        counts = [sum(1 for t in ts if int(t // DAY) == day) for ts in self.plugin.broadcasts
-                  for day in {int(t // DAY) for t in ts}]
-        return max(counts, default=0)
+        return self.plugin.most_broadcasts_in_a_day()
 
     def most_paid_in_24h_msat(self) -> int:
-        """Most rebalance fees paid in any 24 hours (by payment time): against the daily budget."""
-        paid = sorted(self.plugin.payments)
-        most = total = first = 0
-        for t, fee in paid:
-            total += fee
-            while paid[first][0] <= t - DAY:
-                total -= paid[first][1]
-                first += 1
-            most = max(most, total)
-        return most
+        return self.plugin.most_paid_in_24h_msat()
 
 
 def simulated_week(market: Market, overrides: Optional[Dict[str, Any]] = None) -> Week:
