@@ -14,17 +14,15 @@ for the fee decision and the rebalancer; no RPC, no SQL, `now` passed in.
 """
 import dataclasses
 import math
-import re
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from modules.errors import UserError
-from modules.rpc_params import clip, json_type
+from modules.rpc_params import PEER_ID_PATTERN, clip, json_type
 
 DYNAMIC, STATIC, PASSIVE = "dynamic", "static", "passive"
 STRATEGIES = (DYNAMIC, STATIC, PASSIVE)
 ALLOW, NEVER, SOURCE_ONLY, DESTINATION_ONLY = "allow", "never", "source-only", "destination-only"
 REBALANCE_MODES = (ALLOW, NEVER, SOURCE_ONLY, DESTINATION_ONLY)
-PEER_ID = re.compile(r"0[23][0-9a-f]{64}")
 MAX_FEE_PPM = 100_000               # the largest revenue-ops-max-fee-ppm accepts
 MAX_EXPIRES_HOURS = 10 * 365 * 24   # ten years: beyond that, leave it without expiry
 # A channel in one of these states is closing or closed: it makes no peer known.
@@ -82,7 +80,7 @@ def check_peer_id(value: Any, name: str = "peer_id") -> str:
     if not isinstance(value, str):
         raise UserError(f"{name} must be a node id string (66 hex characters), got {json_type(value)}"
                         + ("" if value is None else f" {clip(value)}"))
-    if not PEER_ID.fullmatch(value.lower()):
+    if not PEER_ID_PATTERN.fullmatch(value):
         raise UserError(f"malformed node id {clip(value)}: {name} must be 66 hex characters "
                         f"starting 02 or 03")
     return value.lower()
