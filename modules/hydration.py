@@ -40,11 +40,13 @@ class SyncResult:
 
 class ForwardSync:
     def __init__(self, node: NodeAdapter, db: Database, page_size: int,
-                 log: Callable[[str], None] = lambda message: None):
+                 log: Callable[[str], None] = lambda message: None,
+                 stopping: Callable[[], bool] = lambda: False):
         self.node = node
         self.db = db
         self.page_size = page_size
         self.log = log
+        self.stopping = stopping     # the plugin is shutting down: no further page
         self.paginated: Optional[bool] = None   # learnt on the first call
 
     def catch_up(self) -> SyncResult:
@@ -100,5 +102,5 @@ class ForwardSync:
                 result.rows_added += self.db.store_forwards(forwards, {index: top} if top else None,
                                                             authoritative=True)
                 rows = forwards = None   # let this page go before the next one is read
-                if not more:
+                if not more or self.stopping():
                     return

@@ -63,7 +63,7 @@ class Service:
         self.db = Database(self.config.db_path, log=self.log)
         self.db.migrate()
         self.sync = ForwardSync(self.node, self.db, self.config.hydration_page_size,
-                                log=lambda m: self.log(m, "info"))
+                                log=lambda m: self.log(m, "info"), stopping=self._stopping.is_set)
         self.flow = FlowAnalyzer(self.db, self.config)
         self.rebalancer = Rebalancer(self.node, self.db, self.config, self.log)
         self.sling = SlingLink(self.node, self.db, self.rebalancer, self.config, self.log, self.clock)
@@ -428,6 +428,11 @@ class Service:
         if self.metrics is not None:
             self.metrics.stop()
         self.scheduler.stop()
+        # the start-up thread may be inside the database (hydration): it stops after the page
+        # under way, and the database is closed only once it is out (or, hung on an RPC, after
+        # the RPC's timeout)
+        if self._startup_thread is not None and self._startup_thread is not threading.current_thread():
+            self._startup_thread.join(self.config.rpc_timeout_seconds + 5)
         self.phase = STOPPED
         if self.db is None:
             return

@@ -212,3 +212,20 @@ def test_status_answers_while_hydration_is_still_running(node):
     assert status["phase"] == "hydrating" and status["database"]["hydration"] is None
     wait_for_phase(plugin, "running", timeout=60)
     assert set(stored_forward_keys(node)) == settled_in_node(node)
+
+
+def test_shutdown_during_hydration_stops_after_the_page_under_way_and_exits_cleanly(node):
+    node.generate_history(2_000, start_time=NOW - 60 * 86400, end_time=NOW - 60, seed=7)
+    node.fault("listforwards", "hang", seconds=1.0)       # every page takes a second
+    plugin = start_plugin(node, wait_running=False, **{"revenue-ops-hydration-page-size": 100})
+    wait_for_phase(plugin, "hydrating", timeout=30)
+    time.sleep(1.5)
+    began = time.monotonic()
+    code = plugin.shutdown(timeout=20, grace=15)
+    # the start-up thread stopped after the page under way and was out of the database before
+    # it closed: nothing ran on after "stopped", a clean exit long before the 20 pages were read
+    assert code == 0
+    assert time.monotonic() - began < 10
+    assert len(listforwards_pages(node, "created")) < 10
+    assert plugin.logs[-1] == ("info", "cl-revenue-ops stopped")
+    assert not [m for level, m in plugin.logs if level in ("warn", "broken") and "sling" not in m]
