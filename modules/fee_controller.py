@@ -50,7 +50,8 @@ import dataclasses
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from modules import demand as demand_model
-from modules import exploration, gossip_gate, htlc_max, liquidity
+from modules import balance_trend, exploration, gossip_gate, htlc_max, liquidity
+from modules.balance_trend import BalanceMark
 from modules.demand import DemandCurve
 from modules.evidence import Evidence, merge
 from modules.gossip_gate import GossipBudget
@@ -72,6 +73,11 @@ class FeeInputs:
     rebalance_cost_ppm: Optional[int] = None   # average fee paid per msat refilled into it
     refills_available: bool = False            # sling there and budget left: refills can be bought
     policy: Optional[PeerPolicy] = None        # the peer's active policy (revenue-policy)
+    # for the balance's trend (modules.balance_trend): net forward flow per rollup hour from
+    # flows_from_hour on (None: not given, no trend read), refills bought into it all time
+    net_forward_by_hour: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    flows_from_hour: Optional[int] = None
+    refilled_msat: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,20 +92,27 @@ class FeeState:
     probe_side: int = 0                          # the next probe's side: +1 above, -1 below, 0 not yet
     fee_since: Optional[float] = None            # when the fee in force took effect
     target_fee_ppm: Optional[int] = None         # where the stages put the fee last time
+    balance_mark: Optional[BalanceMark] = None   # the balance's trend (modules.balance_trend)
 
     @property
     def gossip_budget(self) -> GossipBudget:
         return GossipBudget(self.gossip_tokens, self.gossip_tokens_at)
 
     def to_dict(self) -> Dict[str, Any]:
-        # flat fields only: a plain copy (dataclasses.asdict deep-copies, at a fee cycle's cost)
-        return dict(self.__dict__)
+        # a plain copy (dataclasses.asdict deep-copies, at a fee cycle's cost)
+        d = dict(self.__dict__)
+        if self.balance_mark is not None:
+            d["balance_mark"] = dict(self.balance_mark.__dict__)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FeeState":
         """Also reads the states of earlier versions: what they share is kept."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kept = {k: v for k, v in d.items() if k in names}
+        if isinstance(kept.get("balance_mark"), Mapping):
+            kept["balance_mark"] = BalanceMark(**kept["balance_mark"])
+        return cls(**kept)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +165,9 @@ class PeerView:
     evidence: Evidence
     refill_cost_ppm: Optional[int]
     policy: Optional[PeerPolicy] = None
+    net_forward_by_hour: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    flows_from_hour: Optional[int] = None
+    refilled_msat: int = 0
 
 
 def is_congested(channel: Channel, config) -> bool:
@@ -179,18 +195,26 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
                        f"adopted; its evidence is kept")
         state = dataclasses.replace(state, fee_ppm=ch.fee_ppm, fee_since=now, phase=exploration.EXPLOIT)
 
+    inflow = view.evidence.inflow_msat_per_hour
+
     def decision(action: str, new_fee: int, new_state: FeeState, stages: List[StageResult],
                  target: Optional[int] = None, price: Optional[liquidity.LiquidityPrice] = None) -> FeeDecision:
         return FeeDecision(ch.short_channel_id, ch.fee_ppm, new_fee, action,
                            reasons + [s.reason for s in stages], stages, new_state, config.fee_base_msat,
                            target, price.demand_price_ppm if price else None,
-                           price.fee_ppm if price else None, bool(price and price.scarce), curve,
-                           view.evidence.inflow_msat_per_hour)
+                           price.fee_ppm if price else None, bool(price and price.scarce), curve, inflow)
 
     if not ch.is_active or not ch.peer_connected:
         why = "peer offline" if ch.is_active else f"channel {ch.state}"
         return decision(A_SKIP_INACTIVE, ch.fee_ppm, state,
                         [StageResult("demand", ch.fee_ppm, f"{why}: not judged")])
+
+    # what the balance does beyond the forwards: inflow from outside them is supply too
+    if view.flows_from_hour is not None:
+        mark = balance_trend.observe(state.balance_mark, ch.local_msat, view.net_forward_by_hour,
+                                     view.flows_from_hour, view.refilled_msat, now)
+        state = dataclasses.replace(state, balance_mark=mark)
+        inflow += mark.supply_msat_per_hour
 
     # 1. demand: the posterior of its demand curve
     sd = curve.log_scale_sd()
@@ -200,12 +224,15 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     band = liquidity.stock_band(ch.local_ratio, state.stock_band)
     refill = view.refill_cost_ppm
     supply = liquidity.Supply(min(liquidity.banded_stock_msat(band, ch.capacity_msat), ch.capacity_msat),
-                              view.evidence.inflow_msat_per_hour, horizon_hours(config), refill)
+                              inflow, horizon_hours(config), refill)
     priced = curve if PRICING_QUANTILE is None else curve.at_scale(curve.quantile_scale_ppm(PRICING_QUANTILE))
     on_grid = liquidity.DemandOnGrid.of(priced, liquidity.fee_grid(config.min_fee_ppm, config.max_fee_ppm,
                                                                    around_ppm=ch.fee_ppm))
     price = liquidity.price_liquidity(on_grid, supply, config.fee_base_msat, view.evidence.has_demand)
-    stages.append(StageResult("liquidity", price.fee_ppm, price.reason))
+    outside = inflow - view.evidence.inflow_msat_per_hour
+    stages.append(StageResult("liquidity", price.fee_ppm, price.reason if outside <= 0 else
+                              f"{price.reason}; the balance holds beyond its forwards: "
+                              f"{outside * 24 / 1e6:,.0f} k sat/day of inflow from outside them counted"))
 
     # 3. explore while uncertain; no demand: cheaper, never higher
     side = state.probe_side
@@ -291,7 +318,8 @@ def peer_view(members: Sequence[FeeInputs], states: Mapping[str, FeeState]) -> P
     lowest scid that has a state)."""
     if len(members) == 1:
         m = members[0]
-        return PeerView(m.channel.short_channel_id, m.channel, m.evidence, _refill_cost(m), m.policy)
+        return PeerView(m.channel.short_channel_id, m.channel, m.evidence, _refill_cost(m), m.policy,
+                        m.net_forward_by_hour, m.flows_from_hour, m.refilled_msat)
     stated = [m for m in members if m.channel.short_channel_id in states]
     lead = (stated or list(members))[0]
     chans = [m.channel for m in members]
@@ -307,8 +335,11 @@ def peer_view(members: Sequence[FeeInputs], states: Mapping[str, FeeState]) -> P
         max_htlcs=sum(c.max_htlcs for c in chans),
         peer_connected=any(c.peer_connected for c in chans))
     costs = [c for c in map(_refill_cost, members) if c is not None]
+    covered = [m.flows_from_hour for m in members]
     return PeerView(lead.channel.short_channel_id, channel, merge([m.evidence for m in members]),
-                    max(costs) if costs else None, lead.policy)
+                    max(costs) if costs else None, lead.policy,
+                    balance_trend.add_up(m.net_forward_by_hour for m in members),
+                    None if None in covered else max(covered), sum(m.refilled_msat for m in members))
 
 
 def _per_channel(peer: FeeDecision, members: Sequence[FeeInputs], states: Mapping[str, FeeState],

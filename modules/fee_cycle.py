@@ -8,6 +8,7 @@ than believed), always for the other actions.
 import json
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
+from modules.balance_trend import net_forward_by_hour
 from modules.evidence import build_evidence, fee_changes_to_record
 from modules.fee_controller import (A_SET, A_SET_HTLC_MAX, FeeDecision, FeeInputs, FeeState,
                                     decide_all_fees, prune_state)
@@ -100,6 +101,8 @@ class FeeCycle:
                 history.setdefault(scid, []).append((now, fee))
         rows = self.db.hourly_flow_since(since)
         costs = self.db.rebalance_cost_ppm()
+        refilled = self.db.rebalance_totals()
+        from_hour = int(since // 3600)           # the rollups read cover this hour on, in full
         return [FeeInputs(channel=c, flow=flows.get(c.short_channel_id),
                           evidence=build_evidence(rows.get(c.short_channel_id, ()),
                                                   history.get(c.short_channel_id, ()), c.fee_ppm,
@@ -107,7 +110,10 @@ class FeeCycle:
                                                   self.config.demand_half_life_hours),
                           rebalance_cost_ppm=costs.get(c.short_channel_id),
                           refills_available=refills_available,
-                          policy=policies.get(c.peer_id)) for c in managed]
+                          policy=policies.get(c.peer_id),
+                          net_forward_by_hour=net_forward_by_hour(rows.get(c.short_channel_id, ())),
+                          flows_from_hour=from_hour,
+                          refilled_msat=refilled.get(c.short_channel_id, (0, 0))[0] or 0) for c in managed]
 
     def _apply(self, d: FeeDecision):
         """(action recorded, applied to the node, error text or None)."""

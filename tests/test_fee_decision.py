@@ -117,6 +117,31 @@ def test_a_channel_with_no_demand_is_never_raised_for_scarcity():
     assert decisions[0].new_fee_ppm <= 100 and "no arrivals" in " ".join(decisions[0].reasons)
 
 
+def test_a_balance_that_holds_while_its_forwards_drain_it_is_not_priced_as_scarce():
+    # 2 forwards/h of 100 k sat leave at 100 ppm, none enter, and yet the balance stays at
+    # 10 % (a market that refills it outside the forwards): after a few days of that the
+    # channel is priced by its demand, not as if it were about to run dry
+    ev = observed((100, 300, 600), (140, 300, 600 * math.exp(-40 / 120)))
+    first_hour = int(NOW // H) - 24
+
+    def cycle(days, trend):
+        states, d = {}, None
+        for k in range(int(days * 48)):
+            now = NOW + k * 1800
+            net = {h: -200_000_000 for h in range(first_hour, int(now // H) + 1)}
+            extra = dict(net_forward_by_hour=net, flows_from_hour=first_hour) if trend else {}
+            d = decide_all_fees([FeeInputs(chan(local_ratio=0.1, fee=100), None, ev, **extra)],
+                                states, CFG, now)[0]
+            states[d.short_channel_id] = dataclasses.replace(d.new_state, fee_ppm=100)   # fee kept
+        return d
+    blind = cycle(4, trend=False)
+    seen = cycle(4, trend=True)
+    assert blind.scarce and blind.liquidity_price_ppm > blind.demand_price_ppm
+    assert not seen.scarce and seen.liquidity_price_ppm == seen.demand_price_ppm
+    assert "the balance holds beyond its forwards" in " ".join(seen.reasons)
+    assert seen.inflow_msat_per_hour > 0.9 * 200_000_000
+
+
 def test_a_known_refill_price_lets_the_channel_sell_beyond_its_balance():
     grid = single_curve(300)
     dry = liquidity.Supply(10**7, 0, 72)
