@@ -79,6 +79,19 @@ def test_the_posterior_finds_the_price_scale_from_two_fees():
         assert curve.log_scale_sd() < 0.7            # honest: a 2.5x fee step says only so much
 
 
+def test_demand_below_the_evidence_grows_boundedly_and_its_tail_does_not_set_the_price():
+    # one fee seen, a few arrivals: the slope is unknown, so tiny price scales keep some weight;
+    # unbounded, their exponentials promised e^40 times the demand at a tenth of the fee
+    ev = observed((500, 300, 30))
+    curve = demand.estimate_all({"x": ev}, {"x": 500})["x"]
+    at_ref = curve.rate_per_hour(500)
+    assert curve.rate_per_hour(50) <= demand.MAX_GROWTH_BELOW * at_ref * (1 + 1e-9)
+    assert curve.rate_per_hour(1) <= demand.MAX_GROWTH_BELOW * at_ref * (1 + 1e-9)
+    grid = liquidity.DemandOnGrid.of(curve, liquidity.fee_grid(CFG.min_fee_ppm, CFG.max_fee_ppm, around_ppm=500))
+    price = liquidity.price_liquidity(grid, liquidity.Supply(10**12, 0, 72), 0, True)
+    assert price.demand_price_ppm >= 500 / 4       # not dragged to the bottom of the search
+
+
 def test_a_channel_with_thin_evidence_is_informed_by_the_nodes_other_channels():
     rich = {f"r{i}": observed((50, 300, expected(40, 4, 50, 300)), (80, 300, expected(40, 4, 80, 300)))
             for i in range(5)}
