@@ -23,6 +23,7 @@ running jobs, the day's budget reservations), and running on a file that says ot
 (an empty one, or an older copy) would decide from a history it does not have and could
 spend a budget already spent. A restart runs the checks on whatever the path then names.
 """
+import bisect
 import contextlib
 import json
 import os
@@ -315,6 +316,11 @@ class Database:
         self._identity: Optional[FileIdentity] = None
         self._gone: Optional[str] = None
         self._storage_fault: Optional[str] = None
+        # hourly rollups as the fee cycle last read them: (first hour, rows by channel); the
+        # hours from _touched_hour on are read again (every write to them records its hour)
+        self._hourly: Optional[Tuple[int, Dict[str, List[tuple]]]] = None
+        self._touched_hour: Optional[int] = None
+        self._hourly_lock = threading.Lock()
 
     # --- the file ----------------------------------------------------------------
     def _open_file(self) -> None:
@@ -524,6 +530,20 @@ class Database:
                 failed.append(f)
         rows = [row for row in map(forward_row, settled) if row]
         failed_rows = [row for row in map(failed_row, failed) if row]
+        touched = [row[7] for row in rows] + [row[5] for row in failed_rows]
+        try:
+            return self._store_rows(rows, failed_rows, marks, authoritative, touched)
+        finally:   # after the commit: the next read of the rollups reads these hours again
+            if touched:
+                self._touch(min(touched))
+
+    def _touch(self, timestamp: float) -> None:
+        with self._hourly_lock:
+            hour = int(timestamp) // HOUR_SECONDS
+            self._touched_hour = hour if self._touched_hour is None else min(self._touched_hour, hour)
+
+    def _store_rows(self, rows: List[tuple], failed_rows: List[tuple], marks: Optional[Dict[str, int]],
+                    authoritative: bool, touched: List[float]) -> int:
         with self._write() as tx:
             added = 0
             if rows:
@@ -535,7 +555,7 @@ class Database:
                     tx.execute(_ROLLUP_IN, (before,))
                     _mark_stale(tx, min(row[7] for row in rows))
                 if authoritative and added < len(rows):   # some were stored already: do they agree?
-                    self._replace_differing(tx, rows, before)
+                    touched.extend(self._replace_differing(tx, rows, before))
             if failed_rows:
                 before = tx.execute("SELECT COALESCE(MAX(rowid), 0) FROM failed_forwards").fetchone()[0]
                 tx.executemany(_INSERT_FAILED, failed_rows)
@@ -547,8 +567,10 @@ class Database:
         return added
 
     @staticmethod
-    def _replace_differing(tx: sqlite3.Connection, rows: List[tuple], before: int) -> None:
-        """Rewrites the rows stored before this call (rowid <= before) that a page contradicts."""
+    def _replace_differing(tx: sqlite3.Connection, rows: List[tuple], before: int) -> List[float]:
+        """Rewrites the rows stored before this call (rowid <= before) that a page contradicts;
+        returns the times of the rows it rewrote (their hours' rollups changed)."""
+        rewritten = []
         for row in rows:
             stored = tx.execute(_STORED_FORWARD, (row[0], row[1], before)).fetchone()
             if stored is None or not _differs(stored, row):
@@ -557,6 +579,8 @@ class Database:
             tx.execute(_REPLACE_FORWARD, row[2:] + row[:2])
             _rollup_one(tx, row, 1)
             _mark_stale(tx, min(stored[7], row[7]))
+            rewritten.append(stored[7])
+        return rewritten
 
     def get_mark(self, name: str) -> Optional[int]:
         row = self._conn().execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
@@ -589,12 +613,39 @@ class Database:
     def hourly_flow_since(self, since: float) -> Dict[str, List[tuple]]:
         """Per channel, its hourly rollup rows from the hour that holds `since`:
         (hour, out_count, out_msat, fee_msat, unmet_count, unmet_msat, in_msat), oldest first.
-        The evidence a fee decision learns demand from."""
+        The evidence a fee decision learns demand from.
+
+        Kept between calls: only the hours written since the last call are read again (a
+        fee cycle on a large node read 100 k unchanged rows every time). The lists returned
+        are never changed afterwards (a later call builds new ones)."""
+        since_hour = int(since) // HOUR_SECONDS
+        with self._hourly_lock:
+            cached, touched = self._hourly, self._touched_hour
+            self._touched_hour = None
+        if cached is None or since_hour < cached[0]:
+            by_channel = self._hourly_rows(since_hour)
+        else:
+            by_channel = dict(cached[1])
+            if touched is not None:
+                fresh = self._hourly_rows(touched)
+                for channel in set(by_channel) | set(fresh):
+                    kept = by_channel.get(channel, [])
+                    cut = bisect.bisect_left(kept, (touched,))
+                    by_channel[channel] = kept[:cut] + fresh.get(channel, [])
+            for channel, rows in by_channel.items():
+                start = bisect.bisect_left(rows, (since_hour,))
+                if start:
+                    by_channel[channel] = rows[start:]
+        with self._hourly_lock:
+            self._hourly = (since_hour, by_channel)
+        return dict(by_channel)
+
+    def _hourly_rows(self, from_hour: int) -> Dict[str, List[tuple]]:
         by_channel: Dict[str, List[tuple]] = {}
         # the primary key (hour, channel) gives hour order without a sort
         for r in self._conn().execute(
                 "SELECT channel, hour, out_count, out_msat, fee_msat, unmet_count, unmet_msat, in_msat"
-                " FROM flow_hourly WHERE hour >= ?", (int(since) // HOUR_SECONDS,)):
+                " FROM flow_hourly WHERE hour >= ?", (from_hour,)):
             rows = by_channel.get(r[0])
             if rows is None:
                 rows = by_channel[r[0]] = []

@@ -117,3 +117,40 @@ def test_concurrent_writers_from_several_threads_lose_nothing(tmp_path):
     assert db.forwards_count() == 200
     assert db.get_flow_aggregation(0)["Z"].out_count == 200
     db.close()
+
+
+def test_the_hourly_rollups_kept_between_reads_always_equal_a_fresh_read(tmp_path):
+    # the fee cycle reads the rollups every cycle and only the hours written since are read
+    # again: after new forwards, late ones for old hours, a live row a page contradicts, a
+    # refused forward and a window that moves on, it reads exactly what a fresh reader does
+    db = open_db(tmp_path)
+    t0 = 1_700_000_000.0
+    htlc = iter(range(10_000))
+
+    def fwd(hours_ago, channel="2x2x0", **kw):
+        return make_forward(htlc=next(htlc), out_channel=channel, t=t0 - hours_ago * 3600, **kw)
+
+    def fresh(since):
+        other = Database(db.path)
+        try:
+            return other.hourly_flow_since(since)
+        finally:
+            other.close()
+
+    db.store_forwards([fwd(h, channel=f"{2 + h % 3}x2x0") for h in range(0, 300, 7)])
+    since = t0 - 200 * 3600
+    assert db.hourly_flow_since(since) == fresh(since)
+    db.store_forwards([fwd(0.2), fwd(0.1, channel="9x9x0")])                 # the hour under way
+    db.store_forwards([fwd(150), fwd(190, out_msat=5_000_000)])              # late, hours ago
+    db.store_forwards([fwd(3, status="local_failed")])                       # refused: unmet
+    assert db.hourly_flow_since(since) == fresh(since)
+    live = make_forward(in_channel="7x7x0", htlc=1, t=t0 - 120 * 3600)        # seen live...
+    db.store_forwards([live])
+    db.hourly_flow_since(since)
+    page = make_forward(in_channel="7x7x0", htlc=1, out_msat=3_000_000, t=t0 - 119 * 3600, created=5)
+    db.store_forwards([page], authoritative=True)                            # ...then a page differs
+    assert db.hourly_flow_since(since) == fresh(since)
+    later = since + 50 * 3600                                                # the window moves on
+    assert db.hourly_flow_since(later) == fresh(later)
+    earlier = since - 100 * 3600                                             # and back: read in full
+    assert db.hourly_flow_since(earlier) == fresh(earlier)
