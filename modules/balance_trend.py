@@ -33,6 +33,16 @@ class BalanceMark:
     hour_net_msat: int              # ... and its net forward flow (in - out) then
     refilled_msat: int              # refills bought into the channel, all time, then
     outside_msat_per_hour: float = 0.0   # smoothed outside inflow as of `at` (may be < 0)
+    capacity_msat: int = 0          # of the channels it sums (a peer's channels may come and go)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Optional["BalanceMark"]:
+        """As stored (JSON); None when it cannot be read (then the trend starts again)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in d.items() if k in names})
+        except (TypeError, ValueError):
+            return None
 
     @property
     def supply_msat_per_hour(self) -> float:
@@ -40,16 +50,20 @@ class BalanceMark:
         return max(0.0, self.outside_msat_per_hour)
 
 
-def observe(mark: Optional[BalanceMark], local_msat: int, net_by_hour: Mapping[int, int],
-            covered_from_hour: int, refilled_msat: int, now: float) -> BalanceMark:
+def observe(mark: Optional[BalanceMark], local_msat: int, capacity_msat: int,
+            net_by_hour: Mapping[int, int], covered_from_hour: int, refilled_msat: int,
+            now: float) -> BalanceMark:
     """The mark to keep after seeing the balance at `now`. net_by_hour: the channel's net
     forward flow (in - out, msat) per rollup hour from covered_from_hour on (hours without
     forwards absent)."""
     hour = int(now // HOUR_SECONDS)
     fresh = BalanceMark(now, local_msat, hour, net_by_hour.get(hour, 0), refilled_msat,
-                        mark.outside_msat_per_hour if mark is not None else 0.0)
+                        mark.outside_msat_per_hour if mark is not None else 0.0, capacity_msat)
     if mark is None:
         return fresh
+    if capacity_msat != mark.capacity_msat:
+        # a channel opened, closed or spliced: its balance is no inflow; start again
+        return dataclasses.replace(fresh, outside_msat_per_hour=0.0)
     span_hours = (now - mark.at) / HOUR_SECONDS
     if span_hours < 0 or refilled_msat < mark.refilled_msat:
         return fresh            # clock or ledger went back: start again from here

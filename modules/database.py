@@ -617,25 +617,33 @@ class Database:
 
         Kept between calls: only the hours written since the last call are read again (a
         fee cycle on a large node read 100 k unchanged rows every time). The lists returned
-        are never changed afterwards (a later call builds new ones)."""
+        are never changed afterwards (a later call builds new ones). One reader: the fee
+        cycle (a second concurrent caller could keep an older read)."""
         since_hour = int(since) // HOUR_SECONDS
         with self._hourly_lock:
             cached, touched = self._hourly, self._touched_hour
             self._touched_hour = None
-        if cached is None or since_hour < cached[0]:
-            by_channel = self._hourly_rows(since_hour)
-        else:
-            by_channel = dict(cached[1])
+        try:
+            if cached is None or since_hour < cached[0]:
+                by_channel = self._hourly_rows(since_hour)
+            else:
+                by_channel = dict(cached[1])
+                if touched is not None:
+                    reread = max(touched, since_hour)
+                    fresh = self._hourly_rows(reread)
+                    for channel in set(by_channel) | set(fresh):
+                        kept = by_channel.get(channel, [])
+                        by_channel[channel] = kept[:bisect.bisect_left(kept, (reread,))] + fresh.get(channel, [])
+                for channel, rows in list(by_channel.items()):
+                    start = bisect.bisect_left(rows, (since_hour,))
+                    if start == len(rows):
+                        del by_channel[channel]        # nothing left in the window
+                    elif start:
+                        by_channel[channel] = rows[start:]
+        except BaseException:   # the hours written are still to be read again
             if touched is not None:
-                fresh = self._hourly_rows(touched)
-                for channel in set(by_channel) | set(fresh):
-                    kept = by_channel.get(channel, [])
-                    cut = bisect.bisect_left(kept, (touched,))
-                    by_channel[channel] = kept[:cut] + fresh.get(channel, [])
-            for channel, rows in by_channel.items():
-                start = bisect.bisect_left(rows, (since_hour,))
-                if start:
-                    by_channel[channel] = rows[start:]
+                self._touch(touched * HOUR_SECONDS)
+            raise
         with self._hourly_lock:
             self._hourly = (since_hour, by_channel)
         return dict(by_channel)

@@ -110,8 +110,9 @@ class FeeState:
         """Also reads the states of earlier versions: what they share is kept."""
         names = {f.name for f in dataclasses.fields(cls)}
         kept = {k: v for k, v in d.items() if k in names}
-        if isinstance(kept.get("balance_mark"), Mapping):
-            kept["balance_mark"] = BalanceMark(**kept["balance_mark"])
+        mark = kept.get("balance_mark")
+        if mark is not None:
+            kept["balance_mark"] = BalanceMark.from_dict(mark) if isinstance(mark, Mapping) else None
         return cls(**kept)
 
 
@@ -211,8 +212,8 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
 
     # what the balance does beyond the forwards: inflow from outside them is supply too
     if view.flows_from_hour is not None:
-        mark = balance_trend.observe(state.balance_mark, ch.local_msat, view.net_forward_by_hour,
-                                     view.flows_from_hour, view.refilled_msat, now)
+        mark = balance_trend.observe(state.balance_mark, ch.local_msat, ch.capacity_msat,
+                                     view.net_forward_by_hour, view.flows_from_hour, view.refilled_msat, now)
         state = dataclasses.replace(state, balance_mark=mark)
         inflow += mark.supply_msat_per_hour
 

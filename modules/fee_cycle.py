@@ -5,11 +5,12 @@ only once its decision took effect: after setchannel succeeded for a "set" (in d
 a "set" is recorded but its state is not, so the same move is proposed again rather
 than believed), always for the other actions.
 """
+import dataclasses
 import json
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from modules.balance_trend import net_forward_by_hour
-from modules.evidence import build_evidence, fee_changes_to_record
+from modules.evidence import HOUR_SECONDS, build_evidence, fee_changes_to_record
 from modules.fee_controller import (A_SET, A_SET_HTLC_MAX, FeeDecision, FeeInputs, FeeState,
                                     decide_all_fees, prune_state)
 from modules.models import Channel, ChannelFlow
@@ -62,6 +63,11 @@ class FeeCycle:
                             "reasons": detail["reasons"]})
             if action != "set_failed" and not (d.action in BROADCASTS and not applied):
                 saved[d.short_channel_id] = d.new_state
+            elif d.new_state.balance_mark is not None:
+                # not applied (dry-run, a failed setchannel): the fee move is not kept, the
+                # balance seen is (an observation, not a move)
+                before = self.states.get(d.short_channel_id) or FeeState(d.old_fee_ppm, fee_since=now)
+                saved[d.short_channel_id] = dataclasses.replace(before, balance_mark=d.new_state.balance_mark)
         self.states.update(saved)
         set_fees = [(d.short_channel_id, d.new_fee_ppm) for d, row in zip(decisions, rows)
                     if row[4] and d.action == A_SET]
@@ -102,7 +108,7 @@ class FeeCycle:
         rows = self.db.hourly_flow_since(since)
         costs = self.db.rebalance_cost_ppm()
         refilled = self.db.rebalance_totals()
-        from_hour = int(since // 3600)           # the rollups read cover this hour on, in full
+        from_hour = int(since) // HOUR_SECONDS   # the rollups read cover this hour on, in full
         return [FeeInputs(channel=c, flow=flows.get(c.short_channel_id),
                           evidence=build_evidence(rows.get(c.short_channel_id, ()),
                                                   history.get(c.short_channel_id, ()), c.fee_ppm,

@@ -56,7 +56,8 @@ class ForwardSync:
             try:
                 self._ensure_updated_mark()
                 self._page(CREATED, result)
-                self._page(UPDATED, result)
+                if not self.stopping():
+                    self._page(UPDATED, result)
                 self.paginated = True
             except NodeError as e:
                 if e.code != INVALID_PARAMS or self.paginated:
@@ -94,7 +95,7 @@ class ForwardSync:
                 result.pages += 1
                 marks = [row[index_field] for row in rows if row.get(index_field) is not None]
                 top = max(marks) if marks else None
-                more = len(rows) >= self.page_size and top is not None
+                more = len(rows) >= self.page_size and top is not None and not self.stopping()
                 if more:
                     pending = prefetch.submit(self.node.forwards_page, index, top + 1, self.page_size)
                 # only settled and local_failed forwards are stored: the others are not even parsed
@@ -102,5 +103,5 @@ class ForwardSync:
                 result.rows_added += self.db.store_forwards(forwards, {index: top} if top else None,
                                                             authoritative=True)
                 rows = forwards = None   # let this page go before the next one is read
-                if not more or self.stopping():
+                if not more:
                     return

@@ -91,7 +91,8 @@ class Service:
             self.hydration = self.sync.catch_up()
             self.log(f"Hydration: stored {self.hydration.rows_added} new settled forwards from "
                      f"{self.hydration.pages} pages in {self.hydration.seconds:.2f} s", "info")
-            self._refresh_channels()
+            if not self._stopping.is_set():
+                self._refresh_channels()
         except Exception as e:  # a node that fails at start-up must not kill the plugin
             self.startup_error = f"{type(e).__name__}: {e}"
             self.log(f"Start-up incomplete: {self.startup_error}; loops start anyway and retry", "warn")
