@@ -1,4 +1,5 @@
 """revenue-rebalance and the rebalance loop, end to end: the real plugin, the simulated sling."""
+import json
 import sqlite3
 import time
 
@@ -278,6 +279,39 @@ def test_a_fast_sling_moves_exactly_the_amount_and_the_watch_reconciles_it(node)
     paid = sum(r["amount_msat"] * r["fee_ppm"] // 1_000_000 for r in node.sling.successes[d])
     assert paid == 50_000 and 49_000 <= fee <= paid     # 5 x 10 sat; sling's figure rounds down
     assert paid <= spent <= paid + 1000 and spent <= reserved   # the ledger charges at least that
+
+
+def age_balance_marks(node, hours):
+    """As if `hours` had passed since each channel's balance was last marked."""
+    with sqlite3.connect(db_path(node)) as conn:
+        for scid, text in conn.execute("SELECT scid, state_json FROM fee_state").fetchall():
+            state = json.loads(text)
+            if state.get("balance_mark"):
+                state["balance_mark"]["at"] -= hours * 3600
+                state["balance_mark"]["hour"] -= hours
+                conn.execute("UPDATE fee_state SET state_json = ? WHERE scid = ?", (json.dumps(state), scid))
+
+
+def test_a_refill_bought_is_not_read_as_inflow_from_outside_the_forwards(node):
+    # D's balance rises by the 500 k sat sling bought: the fee stages must not read that as
+    # liquidity arriving for free (it was paid for, and is counted as a refill)
+    options = {"revenue-ops-rebalance-watch-interval-seconds": 2}
+    d = node.ids["D"]
+    plugin = ready(node, **options)
+    plugin.call("revenue-adjust-fees")                     # D's balance is marked
+    plugin.shutdown()
+    age_balance_marks(node, 7)
+    plugin = ready(node, **options)
+    plugin.call("revenue-rebalance", {"scid": d, "amount_sats": 500_000})
+    node.sling.payments_per_step = 50
+    node.sling.step()
+    assert wait_until(lambda: job_rows(node)[0][0] != "running")
+    plugin.call("revenue-adjust-fees")
+    state = plugin.call("revenue-fees", {"scid": d})["channels"][0]["controller_state"]
+    mark = state["balance_mark"]
+    assert mark["local_msat"] == node.channel(d)["local_msat"] == 1_500_000_000   # the refill is seen
+    assert mark["refilled_msat"] == 500_000_000                                  # and accounted
+    assert mark["outside_msat_per_hour"] == 0
 
 
 def test_sling_stats_that_roll_over_charge_the_whole_reservation(node):
