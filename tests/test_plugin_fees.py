@@ -147,7 +147,9 @@ def test_controller_state_and_fee_history_survive_a_restart(node):
 
 
 def test_a_fee_set_by_hand_is_adopted_and_no_evidence_is_lost(node):
-    plugin = start_plugin(node)
+    # a lookback longer than the 14 days of history: every forward is inside it however long
+    # after the history was made this test runs (at 14 days the oldest hour sat on the edge)
+    plugin = start_plugin(node, **{"revenue-ops-demand-lookback-days": 15})
     plugin.call("revenue-adjust-fees")
     scarce = node.ids["scarce"]
     node_rpc(node).setchannel(scarce, feebase=0, feeppm=777)        # the operator steps in
