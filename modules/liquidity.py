@@ -2,7 +2,8 @@
 
 Pure, no clock. Over a horizon of H hours, at fee f the channel is asked for
 V(f) = rate(f) * amount * H msat (modules.demand) and can supply S = stock + inflow * H
-(its local balance plus what forwards entering through it bring back). It sells min(V, S).
+(its local balance plus what forwards entering through it bring back, and what its balance
+shows coming in from outside the forwards: modules.balance_trend). It sells min(V, S).
 Where refills are known to be had at c ppm, what it lacks can be bought: each such msat
 earns f - c. The fee chosen maximises
 
