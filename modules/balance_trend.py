@@ -20,7 +20,7 @@ import dataclasses
 import math
 from typing import Dict, Iterable, Mapping, Optional, Sequence
 
-HOUR_SECONDS = 3600
+from modules.evidence import HOUR_SECONDS
 MIN_SPAN_HOURS = 6.0        # refills' ledger and the balance agree within minutes: spans of hours
 HALF_LIFE_HOURS = 24.0
 

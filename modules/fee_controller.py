@@ -211,11 +211,13 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
                         [StageResult("demand", ch.fee_ppm, f"{why}: not judged")])
 
     # what the balance does beyond the forwards: inflow from outside them is supply too
+    outside = 0.0
     if view.flows_from_hour is not None:
         mark = balance_trend.observe(state.balance_mark, ch.local_msat, ch.capacity_msat,
                                      view.net_forward_by_hour, view.flows_from_hour, view.refilled_msat, now)
         state = dataclasses.replace(state, balance_mark=mark)
-        inflow += mark.supply_msat_per_hour
+        outside = mark.supply_msat_per_hour
+        inflow += outside
 
     # 1. demand: the posterior of its demand curve
     sd = curve.log_scale_sd()
@@ -230,7 +232,6 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     on_grid = liquidity.DemandOnGrid.of(priced, liquidity.fee_grid(config.min_fee_ppm, config.max_fee_ppm,
                                                                    around_ppm=ch.fee_ppm))
     price = liquidity.price_liquidity(on_grid, supply, config.fee_base_msat, view.evidence.has_demand)
-    outside = inflow - view.evidence.inflow_msat_per_hour
     stages.append(StageResult("liquidity", price.fee_ppm, price.reason if outside <= 0 else
                               f"{price.reason}; the balance holds beyond its forwards: "
                               f"{outside * 24 / 1e6:,.0f} k sat/day of inflow from outside them counted"))
