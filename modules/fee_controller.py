@@ -63,6 +63,9 @@ A_SKIP_POLICY, A_SET_HTLC_MAX = "skip_policy", "set_htlc_max"
 # Prices are set on the posterior mean curve (None), or on the curve of one quantile of the
 # price scale.
 PRICING_QUANTILE = None
+# inflow from outside the forwards worth this share of what the channel sells at its fee:
+# its balance is held from outside (scarcity may hold its fee, not raise it)
+OUTSIDE_MATERIAL_SHARE = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +235,8 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     on_grid = liquidity.DemandOnGrid.of(priced, liquidity.fee_grid(config.min_fee_ppm, config.max_fee_ppm,
                                                                    around_ppm=ch.fee_ppm))
     price = liquidity.price_liquidity(on_grid, supply, config.fee_base_msat, view.evidence.has_demand)
+    if outside >= OUTSIDE_MATERIAL_SHARE * on_grid.rate_at(ch.fee_ppm) * on_grid.amount_msat > 0:
+        price = liquidity.held_at_fee_in_force(price, ch.fee_ppm, on_grid, supply, config.fee_base_msat)
     stages.append(StageResult("liquidity", price.fee_ppm, price.reason if outside <= 0 else
                               f"{price.reason}; the balance holds beyond its forwards: "
                               f"{outside * 24 / 1e6:,.0f} k sat/day of inflow from outside them counted"))

@@ -160,6 +160,24 @@ def price_liquidity(demand: DemandOnGrid, supply: Supply, base_fee_msat: int, ha
     return LiquidityPrice(fee, demand_fee, scarce, asked_at_fee, s, revenue, reason)
 
 
+def held_at_fee_in_force(price: LiquidityPrice, fee_in_force_ppm: int, demand: DemandOnGrid,
+                         supply: Supply, base_fee_msat: int) -> LiquidityPrice:
+    """The price of a channel whose balance holds at the fee in force because something
+    outside the forwards refills it (modules.balance_trend). That inflow is read from what
+    it sold at this fee, so at any lower fee it looks short, and each reading would raise
+    the fee a little more (a ratchet with no evidence behind it). Scarcity may hold such a
+    channel at its fee, not raise it: the price is kept between the demand price and the
+    fee in force."""
+    if not price.scarce or price.fee_ppm <= fee_in_force_ppm:
+        return price
+    fee = max(price.demand_price_ppm, fee_in_force_ppm)
+    return dataclasses.replace(price, fee_ppm=fee, scarce=fee > price.demand_price_ppm,
+                               expected_revenue_msat=demand.revenue_at(fee, supply, base_fee_msat),
+                               reason=f"{price.reason}; held at {fee} ppm: its balance holds from "
+                                      f"outside the forwards at {fee_in_force_ppm} ppm, scarcity does not "
+                                      f"raise it")
+
+
 def refill_value_msat(demand: DemandOnGrid, supply: Supply, amount_msat: int, base_fee_msat: int
                       ) -> Tuple[float, int]:
     """(what `amount_msat` more local balance earns over the horizon, the fee it sells at):

@@ -155,6 +155,22 @@ def test_a_balance_that_holds_while_its_forwards_drain_it_is_not_priced_as_scarc
     assert seen.inflow_msat_per_hour > 0.9 * 200_000_000
 
 
+def test_a_balance_held_from_outside_may_hold_its_fee_for_scarcity_never_raise_it():
+    # its outside inflow is read from what it sold at the fee in force: a shortfall read at
+    # lower fees is no evidence for a higher one (else each reading ratchets the fee up)
+    grid = single_curve(300)
+    supply = liquidity.Supply(10**7, 0, 72)
+    scarce = liquidity.price_liquidity(grid, supply, 0, True)
+    assert scarce.scarce and scarce.fee_ppm > scarce.demand_price_ppm
+    between = (scarce.fee_ppm + scarce.demand_price_ppm) // 2
+    held = liquidity.held_at_fee_in_force(scarce, between, grid, supply, 0)
+    assert held.fee_ppm == between and held.scarce and "scarcity does not raise it" in held.reason
+    assert held.expected_revenue_msat == grid.revenue_at(between, supply, 0) < scarce.expected_revenue_msat
+    below = liquidity.held_at_fee_in_force(scarce, scarce.demand_price_ppm // 2, grid, supply, 0)
+    assert below.fee_ppm == scarce.demand_price_ppm and not below.scarce
+    assert liquidity.held_at_fee_in_force(scarce, scarce.fee_ppm * 2, grid, supply, 0) == scarce
+
+
 def test_a_known_refill_price_lets_the_channel_sell_beyond_its_balance():
     grid = single_curve(300)
     dry = liquidity.Supply(10**7, 0, 72)
