@@ -171,6 +171,7 @@ def expected_value(deficit_msat: int, dest_fee_ppm: int, dest_daily_out_msat: in
     giveable = sum(max(0, s.giveable_msat) for s in sources)
     wanted = min(max(0, deficit_msat), config.rebalance_max_amount_sats * 1000)
     amount = min(wanted, giveable) // chunk * chunk
+    fee_in_force_ppm = dest_fee_ppm
     if outlook is not None:
         revenue, sells_at_ppm, sold = outlook.refill_value(dest_local_msat, amount, config)
         dest_fee_ppm = sells_at_ppm or dest_fee_ppm   # nothing sells: force falls back to its fee
@@ -190,6 +191,8 @@ def expected_value(deficit_msat: int, dest_fee_ppm: int, dest_daily_out_msat: in
                            f"({sat_text(chunk)} sat)")
         return ExpectedValue(0, 0, 0, 0, 0, 0, 0, min_profit, False, tuple(reasons))
     valued = "its demand curve's price" if outlook is not None else "its fee"
+    if dest_fee_ppm != fee_in_force_ppm:   # the operator sees how far the valuation reaches
+        valued += f"; {dest_fee_ppm / max(fee_in_force_ppm, 1):.1f}x its fee in force, {fee_in_force_ppm} ppm"
     reasons.append(f"moves {sat_text(amount)} sat, sells {sat_text(sold)} sat in "
                    f"{horizon:g} days at {dest_fee_ppm} ppm ({valued}): revenue {sat_text(revenue)} sat, "
                    f"sources' lost earnings {sat_text(lost)} sat")

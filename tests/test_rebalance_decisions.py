@@ -6,9 +6,10 @@ from fractions import Fraction
 from hypothesis import given, settings, strategies as st
 
 from modules.config import default_config
+from modules.demand import DemandCurve
 from modules.models import BALANCED, IDLE, SINK, SOURCE, Channel, ChannelFlow
 from modules.rebalance_decisions import (
-    DESTINATION, FUTILITY_REASON, MAX_SOURCE_CANDIDATES, SOURCE_ROLE, SourceCandidate,
+    DESTINATION, FUTILITY_REASON, MAX_SOURCE_CANDIDATES, SOURCE_ROLE, DemandOutlook, SourceCandidate,
     expected_value, futility_blocked, liquidity_target_msat, plan_rebalances, prune_failures,
     worst_lost_earnings_msat)
 
@@ -311,3 +312,24 @@ def test_plan_keeps_sources_above_target_and_jobs_within_budget(pairs, budget_sa
     assert all(local[s] >= views[s].target_msat for d in started for s in d.candidates)
     profits = [d.expected_profit_msat for d in started]
     assert profits == sorted(profits, reverse=True)
+
+
+def test_a_refill_valued_away_from_the_fee_in_force_says_how_far():
+    # The curve promises demand at any fee up to the maximum (price scale 20 000 ppm): the
+    # refill is valued far above the 400 ppm the channel sells at, and its verdict says so,
+    # so an operator reading revenue-rebalance sees how far the valuation reaches.
+    curve = DemandCurve(reference_fee_ppm=400, scales_ppm=(20_000.0,), weights=(1.0,),
+                        log_rates_at_reference=(math.log(2.0),), mean_amount_msat=500_000 * SAT,
+                        arrivals=100)
+    outlook = DemandOutlook(curve, inflow_msat_per_hour=0.0, has_demand=True)
+    source = SourceCandidate("2x1x0", 100, 0, 8_000_000 * SAT)
+    ev = expected_value(1_000_000 * SAT, 400, 0, [source], CONFIG, outlook=outlook,
+                        dest_local_msat=100_000 * SAT)
+    _, sells_at_ppm, _ = outlook.refill_value(100_000 * SAT, 1_000_000 * SAT, CONFIG)
+    assert sells_at_ppm > 800
+    text = " ".join(ev.reasons)
+    assert (f"at {sells_at_ppm} ppm (its demand curve's price; {sells_at_ppm / 400:.1f}x its fee in "
+            f"force, 400 ppm)") in text
+    # valued by its fee alone (no curve yet), there is nothing to compare
+    plain = expected_value(1_000_000 * SAT, 400, 500_000 * SAT, [source], CONFIG)
+    assert "fee in force" not in " ".join(plain.reasons)
