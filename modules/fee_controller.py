@@ -66,6 +66,8 @@ PRICING_QUANTILE = None
 # inflow from outside the forwards worth this share of what the channel sells at its fee:
 # its balance is held from outside (scarcity may hold its fee, not raise it)
 OUTSIDE_MATERIAL_SHARE = 0.1
+# a channel's own arrivals behind its posterior before its credible range sizes a move
+CREDIBLE_MIN_ARRIVALS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +98,7 @@ class FeeState:
     fee_since: Optional[float] = None            # when the fee in force took effect
     target_fee_ppm: Optional[int] = None         # where the stages put the fee last time
     balance_mark: Optional[BalanceMark] = None   # the balance's trend (modules.balance_trend)
+    start_fee_ppm: Optional[int] = None          # the fee the controller started from (or adopted)
 
     @property
     def gossip_budget(self) -> GossipBudget:
@@ -183,8 +186,24 @@ def horizon_hours(config) -> float:
     return config.rebalance_target_days * 24
 
 
+def quiet_rate_per_hour(views: Iterable[PeerView]) -> float:
+    """Arrivals per hour of the node's quieter channels (the lower quartile of those with
+    any): what a channel's silence is judged against. 0 when none has arrivals yet."""
+    rates = sorted(v.evidence.arrivals / v.evidence.hours for v in views
+                   if v.evidence.arrivals > 0 and v.evidence.hours > 0)
+    return rates[(len(rates) - 1) // 4] if rates else 0.0
+
+
+def credible_range(curve: DemandCurve, evidence: Evidence) -> Optional[Tuple[float, float]]:
+    """The price scale's 80 % range, when the channel's own arrivals stand behind it (not
+    the node's prior alone): how far a move may go by the evidence (modules.exploration)."""
+    if evidence.arrivals < CREDIBLE_MIN_ARRIVALS:
+        return None
+    return curve.quantile_scale_ppm(0.1), curve.quantile_scale_ppm(0.9)
+
+
 def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], config,
-               now: float) -> FeeDecision:
+               now: float, quiet_rate: float = 0.0) -> FeeDecision:
     ch = view.channel
     # a dynamic peer policy's bounds replace the options' for every stage
     policy_lo, policy_hi, policy_note = fee_bounds(config.min_fee_ppm, config.max_fee_ppm, view.policy)
@@ -192,12 +211,15 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
         config = dataclasses.replace(config, min_fee_ppm=policy_lo, max_fee_ppm=policy_hi)
     reasons: List[str] = []
     if state is None:
-        state = FeeState(ch.fee_ppm, fee_since=now)
+        state = FeeState(ch.fee_ppm, fee_since=now, start_fee_ppm=ch.fee_ppm)
         reasons.append(f"new to the controller: its fee is {ch.fee_ppm} ppm")
     elif ch.fee_ppm != state.fee_ppm:
         reasons.append(f"fee changed outside the controller ({state.fee_ppm} -> {ch.fee_ppm} ppm): "
                        f"adopted; its evidence is kept")
-        state = dataclasses.replace(state, fee_ppm=ch.fee_ppm, fee_since=now, phase=exploration.EXPLOIT)
+        state = dataclasses.replace(state, fee_ppm=ch.fee_ppm, fee_since=now, phase=exploration.EXPLOIT,
+                                    start_fee_ppm=ch.fee_ppm)
+    elif state.start_fee_ppm is None:      # a state kept by an earlier version
+        state = dataclasses.replace(state, start_fee_ppm=ch.fee_ppm)
 
     inflow = view.evidence.inflow_msat_per_hour
 
@@ -253,7 +275,8 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     plan = exploration.next_fee(price.fee_ppm, ch.fee_ppm, state.phase, side,
                                 state.fee_since, sd, view.evidence.has_demand, view.evidence.hours,
                                 config.min_fee_ppm, config.max_fee_ppm, now, gain,
-                                on_grid.rate_at(price.fee_ppm))
+                                on_grid.rate_at(price.fee_ppm), quiet_rate * view.evidence.hours,
+                                state.start_fee_ppm, credible_range(curve, view.evidence))
     stages.append(StageResult("explore", plan.fee_ppm, plan.reason))
     fee = plan.fee_ppm
 
@@ -387,12 +410,13 @@ def decide_all_fees(inputs: Iterable[FeeInputs], states: Mapping[str, FeeState],
     views = [peer_view(members, states) for members in groups]
     curves = demand_model.estimate_all({v.key: v.evidence for v in views},
                                        {v.key: v.channel.fee_ppm for v in views})
+    quiet = quiet_rate_per_hour(views)
     out: List[FeeDecision] = []
     for members, view in zip(groups, views):
         if view.policy is not None and view.policy.strategy != DYNAMIC:
             decided = decide_by_policy(members, view.policy, states, config, now)
         else:
-            peer = decide_fee(view, curves[view.key], states.get(view.key), config, now)
+            peer = decide_fee(view, curves[view.key], states.get(view.key), config, now, quiet)
             decided = [peer] if len(members) == 1 else _per_channel(peer, members, states, config, now)
         out.extend(with_htlc_max(d, m.channel, config, now) for d, m in zip(decided, members))
     return out

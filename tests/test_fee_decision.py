@@ -196,7 +196,7 @@ def test_no_demand_tries_cheaper_never_higher_and_waits_for_exposure():
     assert young.fee_ppm == 200
 
 
-def test_uncertain_demand_alternates_best_guess_and_probes_and_no_step_is_above_x2():
+def test_uncertain_demand_alternates_best_guess_and_probes_and_moves_are_sized_by_the_evidence():
     probe = exploration.next_fee(300, 300, exploration.EXPLOIT, 1, NOW - 2 * DAY, 0.6, True, 300, 1, 2500, NOW)
     assert probe.phase == exploration.PROBE and probe.fee_ppm > 300
     held = exploration.next_fee(300, probe.fee_ppm, exploration.PROBE, -1, NOW - H, 0.6, True, 300, 1, 2500, NOW)
@@ -205,8 +205,29 @@ def test_uncertain_demand_alternates_best_guess_and_probes_and_no_step_is_above_
     assert back.fee_ppm == 300 and back.phase == exploration.EXPLOIT
     sure = exploration.next_fee(300, 300, exploration.EXPLOIT, 1, NOW - 9 * DAY, 0.1, True, 300, 1, 2500, NOW)
     assert sure.fee_ppm == 300
+    # a known price scale (log sd 0.1) moves x8 at once; an uncertain one (0.9) x2 at most
     far = exploration.next_fee(2000, 100, exploration.EXPLOIT, 1, NOW - 9 * DAY, 0.1, True, 300, 1, 2500, NOW)
-    assert far.fee_ppm == 200
+    assert far.fee_ppm == 800 and "x8.0" in far.reason
+    unsure = exploration.next_fee(2000, 100, exploration.EXPLOIT, 1, NOW - 9 * DAY, 0.9, True, 300, 1, 2500, NOW)
+    assert unsure.fee_ppm == 200
+
+
+def test_silence_on_a_sparse_channel_moves_no_fee_down():
+    """No arrival in a day on a channel where the node's quiet channels see 0.1 an hour (2.4
+    expected) is no evidence of no demand: the fee holds. With the evidence (a quiet channel
+    would see 12) it steps cheaper, but silence alone never goes below half the start fee."""
+    sparse = exploration.next_fee(900, 100, exploration.EXPLOIT, 1, NOW - 2 * DAY, 1.5, False, 24, 1, 2500, NOW,
+                                  expected_arrivals=0.1 * 24, start_fee_ppm=100)
+    assert sparse.fee_ppm == 100 and "no evidence of no demand" in sparse.reason
+    busy = exploration.next_fee(900, 100, exploration.EXPLOIT, 1, NOW - 2 * DAY, 1.5, False, 24, 1, 2500, NOW,
+                                expected_arrivals=0.5 * 24, start_fee_ppm=100)
+    assert busy.fee_ppm == 66
+    floor = exploration.next_fee(900, 52, exploration.EXPLOIT, 1, NOW - 2 * DAY, 1.5, False, 240, 1, 2500, NOW,
+                                 expected_arrivals=100.0, start_fee_ppm=100)
+    assert floor.fee_ppm == 50
+    held = exploration.next_fee(900, 50, exploration.EXPLOIT, 1, NOW - 2 * DAY, 1.5, False, 240, 1, 2500, NOW,
+                                expected_arrivals=100.0, start_fee_ppm=100)
+    assert held.fee_ppm == 50 and "half the fee it started from" in held.reason
 
 
 # --- the gossip gate -----------------------------------------------------------------------
@@ -295,3 +316,39 @@ def test_every_decision_stays_in_bounds_and_never_broadcasts_the_same_fee(fee, l
         assert d.new_fee_ppm == fee and d.action in (A_HOLD, "skip_gossip")
     if not lo <= fee <= lo + span:
         assert d.action == A_SET                        # out of bounds: corrected at once
+
+
+def test_a_new_channel_on_a_quiet_node_is_not_walked_down_by_silence():
+    """Cold start: the node's channels see ~0.1 forward an hour; a new channel with no arrival
+    in its first 26 h (2.6 expected) keeps its fee; on a node whose quiet channels see 2 an
+    hour the same silence is evidence: the fee steps down, day by day, never below half its
+    start."""
+    def run(rate_per_hour, days):
+        states, fee, d = {}, 100, None
+        for day in range(days):
+            busy = [FeeInputs(chan(f"80000{i}x1x0", peer="02" + f"{i:x}" * 64, fee=100), None,
+                              observed((100, 48, rate_per_hour * 48))) for i in range(1, 4)]
+            silent = dataclasses.replace(observed(), hours=26.0 + 24 * day)
+            new = FeeInputs(chan("900000x1x0", peer="03" + "b" * 64, fee=fee), None, silent)
+            d = {x.short_channel_id: x for x in decide_all_fees(busy + [new], states, CFG, NOW + day * DAY)}[
+                "900000x1x0"]
+            states = {"900000x1x0": d.new_state}
+            fee = d.new_fee_ppm
+        return fee, d
+
+    fee, d = run(0.1, 1)
+    assert fee == 100 and "no evidence of no demand" in " ".join(d.reasons)
+    assert run(2.0, 1)[0] == 66
+    fee, d = run(2.0, 8)
+    assert fee == 50 and "half the fee it started from (100 ppm)" in " ".join(d.reasons)
+
+
+def test_a_move_larger_than_x2_when_the_evidence_is_clear_within_the_gossip_budget():
+    """Two weeks of arrivals at 100 and 150 ppm from a curve whose revenue peaks near 900 ppm:
+    the posterior is narrow, and the first broadcast moves the fee more than x2 (the old rule
+    took it 100 -> 200 -> 400 -> 800 over days of gossip budget)."""
+    ev = observed((100, 168, expected(900, 4, 100, 168)), (150, 168, expected(900, 4, 150, 168)),
+                  amount_msat=1_000_000)
+    d = decide_all_fees([FeeInputs(chan(fee=100), None, ev)], {}, CFG, NOW)[0]
+    assert d.action == A_SET and d.new_fee_ppm > 200, d.reasons
+    assert d.new_state.gossip_tokens < gossip_gate.BURST          # one broadcast, one token
