@@ -67,12 +67,12 @@ def step_limit(log_scale_sd: float) -> float:
 def evidence_limit(current_fee_ppm: int, credible_ppm: Optional[Tuple[float, float]],
                    log_scale_sd: float) -> float:
     """step_limit, widened to reach the credible range of the price scale when the fee lies
-    outside it."""
+    outside it (a fee seen to earn more is a range of one point: reached in one move)."""
     limit = step_limit(log_scale_sd)
     if credible_ppm is not None and current_fee_ppm > 0:
         lo, hi = credible_ppm
         limit = max(limit, lo / current_fee_ppm, current_fee_ppm / max(hi, 1e-9))
-    return min(MAX_STEP_CONFIDENT, limit)
+    return limit
 
 
 def no_demand_floor_ppm(start_fee_ppm: Optional[int], min_fee_ppm: int) -> int:

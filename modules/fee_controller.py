@@ -50,7 +50,7 @@ import dataclasses
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from modules import demand as demand_model
-from modules import balance_trend, exploration, gossip_gate, htlc_max, liquidity
+from modules import balance_trend, exploration, gossip_gate, htlc_max, liquidity, observed_prices
 from modules.balance_trend import BalanceMark
 from modules.demand import DemandCurve
 from modules.evidence import Evidence, merge
@@ -259,6 +259,12 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     price = liquidity.price_liquidity(on_grid, supply, config.fee_base_msat, view.evidence.has_demand)
     if outside >= OUTSIDE_MATERIAL_SHARE * on_grid.rate_at(ch.fee_ppm) * on_grid.amount_msat > 0:
         price = liquidity.held_at_fee_in_force(price, ch.fee_ppm, on_grid, supply, config.fee_base_msat)
+    # the model assumes a curve shape; the fees the channel was seen at assume none
+    modelled_fee = price.fee_ppm
+    price = observed_prices.checked_against_observations(
+        price, view.evidence.observations, on_grid.amount_msat, supply, config.fee_base_msat,
+        config.min_fee_ppm, config.max_fee_ppm,
+        lambda fee: liquidity.revenue_of_curve(priced, fee, supply, config.fee_base_msat))
     stages.append(StageResult("liquidity", price.fee_ppm, price.reason if outside <= 0 else
                               f"{price.reason}; the balance holds beyond its forwards: "
                               f"{outside * 24 / 1e6:,.0f} k sat/day of inflow from outside them counted"))
@@ -276,7 +282,9 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
                                 state.fee_since, sd, view.evidence.has_demand, view.evidence.hours,
                                 config.min_fee_ppm, config.max_fee_ppm, now, gain,
                                 on_grid.rate_at(price.fee_ppm), quiet_rate * view.evidence.hours,
-                                state.start_fee_ppm, credible_range(curve, view.evidence))
+                                state.start_fee_ppm,
+                                credible_range(curve, view.evidence) if price.fee_ppm == modelled_fee
+                                else (price.fee_ppm, price.fee_ppm))     # an observed fee: seen, go there
     stages.append(StageResult("explore", plan.fee_ppm, plan.reason))
     fee = plan.fee_ppm
 

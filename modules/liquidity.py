@@ -107,6 +107,13 @@ def revenue_of_curve(curve: DemandCurve, fee_ppm: float, supply: "Supply", base_
                     supply.over_horizon_msat, supply.horizon_hours, base_fee_msat, supply.refill_cost_ppm)[0]
 
 
+def revenue_at_rate(fee_ppm: int, rate_per_hour: float, amount_msat: int, supply: "Supply",
+                    base_fee_msat: int) -> float:
+    """Expected revenue over the horizon at a fee whose arrival rate is known (not from a curve)."""
+    return _revenue(fee_ppm, rate_per_hour, max(amount_msat, 1), supply.over_horizon_msat, supply.horizon_hours,
+                    base_fee_msat, supply.refill_cost_ppm)[0]
+
+
 def _revenue(fee_ppm: int, rate: float, amount_msat: int, supply_msat: float, horizon_hours: float,
              base_fee_msat: int, refill_cost_ppm: Optional[int]) -> Tuple[float, float]:
     """(expected revenue over the horizon, demand V) at one fee."""

@@ -352,3 +352,18 @@ def test_a_move_larger_than_x2_when_the_evidence_is_clear_within_the_gossip_budg
     d = decide_all_fees([FeeInputs(chan(fee=100), None, ev)], {}, CFG, NOW)[0]
     assert d.action == A_SET and d.new_fee_ppm > 200, d.reasons
     assert d.new_state.gossip_tokens < gossip_gate.BURST          # one broadcast, one token
+
+
+def test_a_two_hump_demand_is_priced_at_its_higher_hump_when_that_earns_more():
+    """Competing routes: plenty of forwards at 80 ppm, a cliff above the competitors' ~100 ppm,
+    and senders without an alternative who pay up to ~1 200 ppm. A curve fitted near 80 ppm
+    cannot see the second hump; the fee seen to earn more at 1 200 ppm (0.25/h x 1 200 against
+    2/h x 80) is where it is priced, in one move, and the reason says why."""
+    ev = observed((80, 100, 200), (150, 48, 4), (1200, 48, 12), amount_msat=1_000_000)
+    d = decide_all_fees([FeeInputs(chan(fee=80), None, ev)], {}, CFG, NOW)[0]
+    assert d.action == A_SET and d.new_fee_ppm == 1200, d.reasons
+    assert any("earns more by its own evidence" in r for r in d.reasons)
+    # where the lower hump earns more (2/h x 80 against 0.05/h x 1 200), it stays there
+    low = observed((80, 100, 200), (150, 48, 4), (1200, 48, 2.4), amount_msat=1_000_000)
+    d = decide_all_fees([FeeInputs(chan(fee=80), None, low)], {}, CFG, NOW)[0]
+    assert d.new_fee_ppm < 300, d.reasons
