@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from pyln.client import LightningRpc, RpcError
 
 from modules.models import Channel, Forward, SlingWindow
+from modules.network_prior import GossipChannel
 
 UNKNOWN_COMMAND = -32601
 INVALID_PARAMS = -32602
@@ -185,6 +186,7 @@ class NodeAdapter:
         self.rpc_path = rpc_path
         self.timeout_seconds = timeout_seconds
         self._local = threading.local()
+        self._node_id: Optional[str] = None
         # LightningRpc opens one socket per call and sets no timeout; the process-wide
         # default bounds a node (or plugin) that never answers. The plugin process opens
         # no other sockets. Set once: saving and restoring it per call races between threads.
@@ -244,6 +246,23 @@ class NodeAdapter:
             if entry.get("active", True):
                 names.append(base.rsplit(".", 1)[0] if base.endswith(".py") else base)
         return names
+
+    def node_id(self) -> str:
+        """Our own node id (getinfo), read once: it never changes while lightningd runs."""
+        if self._node_id is None:
+            self._node_id = str(self.call("getinfo").get("id", ""))
+        return self._node_id
+
+    def network_fees_ppm(self, peer_id: str) -> List[GossipChannel]:
+        """Every channel direction into peer_id that gossip knows (listchannels
+        destination=peer_id), ours included: the fee each source charges into the peer."""
+        result = self.call("listchannels", {"destination": peer_id})
+        try:
+            return [GossipChannel(str(e.get("source", "")), int(e.get("fee_per_millionth") or 0),
+                                  bool(e.get("active", False)))
+                    for e in result.get("channels", []) if e.get("destination", peer_id) == peer_id]
+        except (AttributeError, TypeError, ValueError) as e:
+            raise NodeError("listchannels", None, f"an answer this plugin cannot read ({e})")
 
     def funds_msat(self) -> Dict[str, int]:
         """On-chain (confirmed, unreserved) and our side of channels, in msat."""
