@@ -109,6 +109,11 @@ class SimNode:
     def set_balance(self, scid, local_msat):
         self.state.set_balance(scid, local_msat)
 
+    def set_network_fees(self, peer_id, fees_ppm, active=True, base_fee_msat=1000):
+        """Other nodes' channels into peer_id as gossip (listchannels) has them, one per
+        fee, replacing those set before; active: one bool for all, or one per fee."""
+        self.state.set_network_fees(peer_id, fees_ppm, active, base_fee_msat)
+
     @property
     def funds_onchain_msat(self):
         return self.state.funds_onchain_msat

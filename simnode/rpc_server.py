@@ -123,6 +123,18 @@ def h_listpeerchannels(node, a, old):
                                        a.get("channel_id"))
 
 
+def h_listchannels(node, a, old):
+    """As plugins/topology.c json_listchannels: at most one of the three filters."""
+    scid = p_scid("short_channel_id", a["short_channel_id"]) if "short_channel_id" in a else None
+    for name in ("source", "destination"):
+        if name in a and (not isinstance(a[name], str) or not PUBKEY_RE.match(a[name])):
+            raise badparam(name, "should be a node id", a[name])
+    if len(a) > 1:
+        raise SimRpcError(INVALID_PARAMS, "Can only specify one of `short_channel_id`, `source` or "
+                                          "`destination`")
+    return node.state.listchannels(scid, a.get("source"), a.get("destination"))
+
+
 def h_listforwards(node, a, old):
     status = a.get("status")
     if status is not None:
@@ -230,6 +242,7 @@ BUILTINS = {
     "getinfo": ([], h_getinfo),
     "listpeerchannels": ([("id", 0), ("short_channel_id", 0), ("channel_id", 0)],
                          h_listpeerchannels),
+    "listchannels": ([("short_channel_id", 0), ("source", 0), ("destination", 0)], h_listchannels),
     "listforwards": ([("status", 0), ("in_channel", 0), ("out_channel", 0), ("index", 0),
                       ("start", 0), ("limit", 0)], h_listforwards),
     "wait": ([("subsystem", 1), ("indexname", 1), ("nextvalue", 1)], h_wait),

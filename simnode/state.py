@@ -95,6 +95,7 @@ class NodeState:
         self.faults_injected = {}   # (method, kind) -> count of faults actually applied
         self._calls = []
         self._seq = 0
+        self.network_channels = {}  # peer id -> gossip of other nodes' channels into it
 
     # ---- channels -------------------------------------------------------
     def add_channel(self, capacity_sats=1_000_000, local_sats=500_000, fee_ppm=100,
@@ -336,6 +337,65 @@ class NodeState:
             if channel_id:
                 chans = [c for c in chans if c["channel_id"] == channel_id]
             return {"channels": [self.render_channel(c) for c in chans]}
+
+    # ---- gossip (listchannels) ---------------------------------------------------
+    def set_network_fees(self, peer_id, fees_ppm, active=True, base_fee_msat=1000):
+        """Other nodes' channels into peer_id as gossip has them, one per fee (replacing
+        those set before); active: one bool for all, or one per fee."""
+        if not PUBKEY_RE.match(peer_id):
+            raise ValueError(f"bad peer_id {peer_id}")
+        flags = [active] * len(fees_ppm) if isinstance(active, bool) else list(active)
+        if len(flags) != len(fees_ppm):
+            raise ValueError("one active flag per fee")
+        with self.lock:
+            self.network_channels[peer_id] = [
+                {"source": make_pubkey(f"net-{peer_id}-{i}"), "destination": peer_id,
+                 "scid": f"{700000 + i}x{int(sha256_hex(peer_id)[:4], 16)}x{i % 4}",
+                 "capacity_msat": (1 + i % 5) * 1_000_000_000, "active": bool(on),
+                 "fee_base_msat": base_fee_msat, "fee_ppm": int(fee), "cltv_delta": 80,
+                 "last_update": int(time.time()) - 3600 * (1 + i)}
+                for i, (fee, on) in enumerate(zip(fees_ppm, flags))]
+
+    def _gossip_entries(self):
+        """Every channel direction gossip knows: both of each of ours (ours when the
+        channel is usable, the peer's as its remote update says) and the others set."""
+        out = []
+        for ch in self.channels.values():
+            if ch["state"] not in NORMAL_STATES:
+                continue
+            usable = ch["connected"]
+            common = {"scid": ch["scid"], "capacity_msat": ch["capacity_msat"],
+                      "public": not ch["private"], "cltv_delta": ch["cltv_delta"],
+                      "last_update": int(ch["opened_at"])}
+            out.append(dict(common, source=self.node_id, destination=ch["peer_id"], active=usable,
+                            fee_base_msat=ch["fee_base_msat"], fee_ppm=ch["fee_ppm"],
+                            htlc_min_msat=ch["htlc_min_msat"], htlc_max_msat=ch["htlc_max_msat"]))
+            out.append(dict(common, source=ch["peer_id"], destination=self.node_id, active=usable,
+                            fee_base_msat=ch["remote_fee_base_msat"], fee_ppm=ch["remote_fee_ppm"]))
+        for chans in self.network_channels.values():
+            out.extend(chans)
+        return out
+
+    def render_gossip(self, g):
+        """One listchannels entry, fields and order as CLN v26's topology plugin has them."""
+        direction = 0 if g["source"] < g["destination"] else 1
+        return {"source": g["source"], "destination": g["destination"],
+                "short_channel_id": g["scid"], "direction": direction,
+                "public": g.get("public", True), "amount_msat": g["capacity_msat"],
+                "message_flags": 1, "channel_flags": direction | (0 if g["active"] else 2),
+                "active": g["active"], "last_update": g["last_update"],
+                "base_fee_millisatoshi": g["fee_base_msat"], "fee_per_millionth": g["fee_ppm"],
+                "delay": g["cltv_delta"], "htlc_minimum_msat": g.get("htlc_min_msat", 0),
+                "htlc_maximum_msat": g.get("htlc_max_msat", g["capacity_msat"] * 99 // 100),
+                "features": ""}
+
+    def listchannels(self, scid=None, source=None, destination=None):
+        with self.lock:
+            entries = [g for g in self._gossip_entries()
+                       if (scid is None or g["scid"] == scid)
+                       and (source is None or g["source"] == source)
+                       and (destination is None or g["destination"] == destination)]
+            return {"channels": [self.render_gossip(g) for g in entries]}
 
     def listfunds(self):
         with self.lock:
