@@ -26,10 +26,15 @@ Where a channel's own evidence is thin, the node's other channels inform it
 mean of the other channels' estimates (leave-one-out), as wide as channels are seen to
 differ (BETWEEN_CHANNELS_SIGMA), mixed with a broad prior around the fees the channel has
 had, so one odd channel cannot pin the rest.
+
+Where gossip says what other nodes charge into the same peer (modules.network_prior), that
+prior is in turn mixed: NETWORK_SHARE a normal on log s around the network's median fee
+(NETWORK_SIGMA wide), the rest the prior above. A channel with little evidence starts from
+what the network charges; its own evidence overrides it as it accumulates.
 """
 import dataclasses
 import math
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from modules.evidence import Evidence
 
@@ -41,6 +46,8 @@ RATE_PRIOR_HOURS = 1.0          # ... seen over one hour
 BROAD_PRIOR_SIGMA = math.log(5)  # own prior: s within 5x of the fees it had (one sigma)
 BETWEEN_CHANNELS_SIGMA = 1.0     # how far apart a node's channels' scales are (log)
 BROAD_SHARE = 0.25               # the broad prior's share when the node informs the channel
+NETWORK_SIGMA = math.log(3)      # the price scale within 3x of the network's median fee (one sigma)
+NETWORK_SHARE = 0.75             # the network prior's share where gossip says enough
 LOCALITY_SIGMA = math.log(3)     # evidence at 3x the reference fee weighs exp(-1/2)
 INFORMATIVE_SD = 0.8             # a posterior narrower than this (log sd) informs the others
 # demand at fees below f_ref is at most this many times the demand at f_ref (per price scale;
@@ -217,9 +224,19 @@ def posterior(lik: ScaleLikelihood, log_prior: Sequence[float]) -> DemandCurve:
                        lik.evidence.mean_amount_msat, lik.evidence.arrivals)
 
 
-def estimate_all(evidence_by_key: Mapping[str, Evidence], fee_by_key: Mapping[str, int]
-                 ) -> Dict[str, DemandCurve]:
-    """Every channel's (or peer's) demand curve, each informed by the others."""
+def with_network_prior(log_prior: Sequence[float], network_fee_ppm: int) -> List[float]:
+    """The prior, mixed with a normal on log s around what the network charges the peer."""
+    network = _normal_log_prior(math.log(max(network_fee_ppm, 1)), NETWORK_SIGMA)
+    return _mix(network, log_prior, 1 - NETWORK_SHARE)
+
+
+def estimate_all(evidence_by_key: Mapping[str, Evidence], fee_by_key: Mapping[str, int],
+                 network_fee_by_key: Optional[Mapping[str, int]] = None) -> Dict[str, DemandCurve]:
+    """Every channel's (or peer's) demand curve, each informed by the others and, where
+    given, by the network's median fee into its peer (network_fee_by_key)."""
     liks = {k: scale_likelihood(e, fee_by_key[k]) for k, e in evidence_by_key.items()}
     priors = node_priors(liks)
+    for k, fee in (network_fee_by_key or {}).items():
+        if k in priors:
+            priors[k] = with_network_prior(priors[k], fee)
     return {k: posterior(lik, priors[k]) for k, lik in liks.items()}

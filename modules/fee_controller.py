@@ -7,12 +7,14 @@ Each channel (each peer: see below) goes through one visible list of stages, eac
 its fee and its reason:
 
     demand     -> the posterior of its demand curve from all its evidence, informed by the
-                  node's other channels (modules.demand)
+                  node's other channels and by what the network charges into the peer
+                  (modules.demand, modules.network_prior)
     liquidity  -> the fee that earns the most over the horizon given what the channel can
                   supply: demand price, or liquidity price when outbound sells faster than
                   it can be refilled (modules.liquidity)
     explore    -> while demand is uncertain, alternate the best guess with probes around it;
-                  a channel without demand tries cheaper, never higher (modules.exploration)
+                  a channel without demand tries cheaper, never higher (modules.exploration);
+                  a new channel with no history starts at the network's median fee
     congestion -> HTLC slots nearly full: priced at the ceiling
     bounds     -> [min-fee-ppm, max-fee-ppm] (narrowed by a peer policy's own), never below
                   what refills cost (nor above a peer policy's ceiling)
@@ -50,12 +52,13 @@ import dataclasses
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from modules import demand as demand_model
-from modules import balance_trend, exploration, gossip_gate, htlc_max, liquidity, observed_prices
+from modules import balance_trend, exploration, gossip_gate, htlc_max, liquidity, network_prior, observed_prices
 from modules.balance_trend import BalanceMark
 from modules.demand import DemandCurve
 from modules.evidence import Evidence, merge
 from modules.gossip_gate import GossipBudget
 from modules.models import Channel, ChannelFlow
+from modules.network_prior import NetworkSummary
 from modules.policy import DYNAMIC, PASSIVE, PeerPolicy, fee_bounds
 
 A_SET, A_HOLD, A_SKIP_GOSSIP, A_SKIP_INACTIVE = "set", "hold", "skip_gossip", "skip_inactive"
@@ -83,6 +86,7 @@ class FeeInputs:
     net_forward_by_hour: Mapping[int, int] = dataclasses.field(default_factory=dict)
     flows_from_hour: Optional[int] = None
     refilled_msat: int = 0
+    network: Optional[NetworkSummary] = None   # what other nodes charge into the peer (gossip)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +179,7 @@ class PeerView:
     net_forward_by_hour: Mapping[int, int] = dataclasses.field(default_factory=dict)
     flows_from_hour: Optional[int] = None
     refilled_msat: int = 0
+    network: Optional[NetworkSummary] = None
 
 
 def is_congested(channel: Channel, config) -> bool:
@@ -210,6 +215,10 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     if policy_note:
         config = dataclasses.replace(config, min_fee_ppm=policy_lo, max_fee_ppm=policy_hi)
     reasons: List[str] = []
+    network = view.network if network_prior.usable(view.network) else None
+    # first seen, nothing learnt of it yet: it starts from what the network charges the peer
+    cold_start = (state is None and network is not None and not view.evidence.has_demand
+                  and view.evidence.hours < exploration.NO_DEMAND_MIN_HOURS)
     if state is None:
         state = FeeState(ch.fee_ppm, fee_since=now, start_fee_ppm=ch.fee_ppm)
         reasons.append(f"new to the controller: its fee is {ch.fee_ppm} ppm")
@@ -246,7 +255,8 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
 
     # 1. demand: the posterior of its demand curve
     sd = curve.log_scale_sd()
-    stages = [StageResult("demand", ch.fee_ppm, curve.describe())]
+    stages = [StageResult("demand", ch.fee_ppm, curve.describe()
+                          + (f"; {network.describe()}" if network is not None else ""))]
 
     # 2. liquidity: what the channel can supply, its balance read in bands
     band = liquidity.stock_band(ch.local_ratio, state.stock_band)
@@ -278,13 +288,17 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
         side = 1 if up >= down else -1
     staying = on_grid.revenue_at(ch.fee_ppm, supply, config.fee_base_msat)
     gain = price.expected_revenue_msat / staying - 1 if staying > 0 else 1.0
-    plan = exploration.next_fee(price.fee_ppm, ch.fee_ppm, state.phase, side,
-                                state.fee_since, sd, view.evidence.has_demand, view.evidence.hours,
-                                config.min_fee_ppm, config.max_fee_ppm, now, gain,
-                                on_grid.rate_at(price.fee_ppm), quiet_rate * view.evidence.hours,
-                                state.start_fee_ppm,
-                                credible_range(curve, view.evidence) if price.fee_ppm == modelled_fee
-                                else (price.fee_ppm, price.fee_ppm))     # an observed fee: seen, go there
+    if cold_start:
+        plan = exploration.Plan(network.median_fee_ppm, exploration.EXPLOIT,
+                                f"new, no history: starts at the network's median {network.median_fee_ppm} ppm")
+    else:
+        plan = exploration.next_fee(price.fee_ppm, ch.fee_ppm, state.phase, side,
+                                    state.fee_since, sd, view.evidence.has_demand, view.evidence.hours,
+                                    config.min_fee_ppm, config.max_fee_ppm, now, gain,
+                                    on_grid.rate_at(price.fee_ppm), quiet_rate * view.evidence.hours,
+                                    state.start_fee_ppm,
+                                    credible_range(curve, view.evidence) if price.fee_ppm == modelled_fee
+                                    else (price.fee_ppm, price.fee_ppm))     # an observed fee: seen, go there
     stages.append(StageResult("explore", plan.fee_ppm, plan.reason))
     fee = plan.fee_ppm
 
@@ -324,7 +338,9 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
         new_state = dataclasses.replace(kept, fee_ppm=fee, last_broadcast_at=now, fee_since=now,
                                         phase=plan.phase if fee == plan.fee_ppm else exploration.EXPLOIT,
                                         probe_side=flip, gossip_tokens=budget.tokens,
-                                        gossip_tokens_at=budget.updated_at)
+                                        gossip_tokens_at=budget.updated_at,
+                                        # silence's floor is half the fee it starts from
+                                        start_fee_ppm=fee if cold_start else kept.start_fee_ppm)
         return decision(A_SET, fee, new_state, stages, fee, price)
     action = A_HOLD if verdict == gossip_gate.SAME else A_SKIP_GOSSIP
     return decision(action, ch.fee_ppm, kept, stages, fee, price)
@@ -357,7 +373,7 @@ def peer_view(members: Sequence[FeeInputs], states: Mapping[str, FeeState]) -> P
     if len(members) == 1:
         m = members[0]
         return PeerView(m.channel.short_channel_id, m.channel, m.evidence, _refill_cost(m), m.policy,
-                        m.net_forward_by_hour, m.flows_from_hour, m.refilled_msat)
+                        m.net_forward_by_hour, m.flows_from_hour, m.refilled_msat, m.network)
     stated = [m for m in members if m.channel.short_channel_id in states]
     lead = (stated or list(members))[0]
     chans = [m.channel for m in members]
@@ -377,7 +393,8 @@ def peer_view(members: Sequence[FeeInputs], states: Mapping[str, FeeState]) -> P
     return PeerView(lead.channel.short_channel_id, channel, merge([m.evidence for m in members]),
                     max(costs) if costs else None, lead.policy,
                     balance_trend.add_up(m.net_forward_by_hour for m in members),
-                    None if None in covered else max(covered), sum(m.refilled_msat for m in members))
+                    None if None in covered else max(covered), sum(m.refilled_msat for m in members),
+                    lead.network)
 
 
 def _per_channel(peer: FeeDecision, members: Sequence[FeeInputs], states: Mapping[str, FeeState],
@@ -416,8 +433,10 @@ def decide_all_fees(inputs: Iterable[FeeInputs], states: Mapping[str, FeeState],
     demand informed by the others'."""
     groups = list(group_by_peer(inputs).values())
     views = [peer_view(members, states) for members in groups]
+    network = {v.key: v.network.median_fee_ppm for v in views if network_prior.usable(v.network)}
+    # (two arguments when gossip says nothing: the true-curves diagnostic replaces estimate_all)
     curves = demand_model.estimate_all({v.key: v.evidence for v in views},
-                                       {v.key: v.channel.fee_ppm for v in views})
+                                       {v.key: v.channel.fee_ppm for v in views}, *([network] if network else []))
     quiet = quiet_rate_per_hour(views)
     out: List[FeeDecision] = []
     for members, view in zip(groups, views):

@@ -4,6 +4,11 @@ Every decision is stored with its reasons, applied or not. A controller state is
 only once its decision took effect: after setchannel succeeded for a "set" (in dry-run
 a "set" is recorded but its state is not, so the same move is proposed again rather
 than believed), always for the other actions.
+
+What the network charges into each peer (gossip, modules.network_prior) is read before the
+decisions and kept in memory: each peer's at most every 6 h, at most 50 reads a cycle, the
+cycle's reads stopped at the first failure (logged once): a cycle never waits on gossip for
+long, and never fails for it.
 """
 import dataclasses
 import json
@@ -13,7 +18,9 @@ from modules.balance_trend import net_forward_by_hour
 from modules.evidence import HOUR_SECONDS, build_evidence, fee_changes_to_record
 from modules.fee_controller import (A_SET, A_SET_HTLC_MAX, FeeDecision, FeeInputs, FeeState,
                                     decide_all_fees, prune_state)
+from modules import network_prior
 from modules.models import Channel, ChannelFlow
+from modules.network_prior import NetworkSummary
 from modules.node import NodeAdapter, NodeError
 from modules.policy import PeerPolicy
 from modules.rebalance_decisions import DemandOutlook
@@ -35,11 +42,14 @@ class FeeCycle:
         self.last_decisions: List[Dict[str, Any]] = []
         # the last decision of every channel: its demand curve and prices, for the rebalancer
         self.outlooks: Dict[str, FeeDecision] = {}
+        # peer id -> what other nodes charge into it (gossip), kept between cycles
+        self.network: Dict[str, NetworkSummary] = {}
 
     def run(self, channels: List[Channel], flows: Dict[str, ChannelFlow], plugins: Iterable[str],
             now: float, refills_available: bool = False,
             policies: Optional[Mapping[str, PeerPolicy]] = None) -> Dict[str, Any]:
         """policies: peer id -> its active policy."""
+        self._read_network([c.peer_id for c in channels if c.state in MANAGED_STATES], now)
         inputs = self._inputs(channels, flows, now, refills_available, policies or {})
         decisions = decide_all_fees(inputs, self.states, self.config, now)
         self.outlooks = {d.short_channel_id: d for d in decisions}
@@ -119,7 +129,24 @@ class FeeCycle:
                           policy=policies.get(c.peer_id),
                           net_forward_by_hour=net_forward_by_hour(rows.get(c.short_channel_id, ())),
                           flows_from_hour=from_hour,
-                          refilled_msat=refilled.get(c.short_channel_id, (0, 0))[0] or 0) for c in managed]
+                          refilled_msat=refilled.get(c.short_channel_id, (0, 0))[0] or 0,
+                          network=self.network.get(c.peer_id)) for c in managed]
+
+    def _read_network(self, peer_ids: List[str], now: float) -> None:
+        """Refresh the network summaries that are due (network_prior.peers_to_read); those of
+        peers no longer managed are forgotten. A failed read stops this cycle's reads."""
+        for gone in set(self.network) - set(peer_ids):
+            del self.network[gone]
+        due = network_prior.peers_to_read(peer_ids, self.network, now)
+        if not due:
+            return
+        try:
+            our_id = self.node.node_id()
+            for peer in due:
+                self.network[peer] = network_prior.summarize(self.node.network_fees_ppm(peer), our_id, now)
+        except NodeError as e:
+            self.log(f"Network fees: reading gossip failed ({e}); {sum(p not in self.network for p in due)} "
+                     f"peers without a network prior this cycle, retried next cycle", "warn")
 
     def _apply(self, d: FeeDecision):
         """(action recorded, applied to the node, error text or None)."""
@@ -167,7 +194,8 @@ class FeeCycle:
         self.log(f"Fee controller GC: removed state of {removed} closed channels", "debug" if not removed else "info")
         return removed
 
-    def report(self, scid: Optional[str], channels: List[Channel], flows: Dict[str, ChannelFlow]) -> Dict[str, Any]:
+    def report(self, scid: Optional[str], channels: List[Channel], flows: Dict[str, ChannelFlow],
+               now: float) -> Dict[str, Any]:
         last = self.db.last_fee_decisions()
         rows = []
         for c in channels:
@@ -177,6 +205,7 @@ class FeeCycle:
             detail = json.loads(decision.pop("detail_json")) if decision else None
             state = self.states.get(c.short_channel_id)
             flow = flows.get(c.short_channel_id)
+            network = self.network.get(c.peer_id)
             rows.append({
                 "short_channel_id": c.short_channel_id, "peer_id": c.peer_id,
                 "fee_ppm": c.fee_ppm, "fee_base_msat": c.fee_base_msat,
@@ -192,5 +221,6 @@ class FeeCycle:
                     htlc_max_target_msat=detail.get("htlc_max_target_msat"),
                     new_htlc_max_msat=detail.get("new_htlc_max_msat")),
                 "controller_state": state.to_dict() if state else None,
+                "network_prior": None if network is None else network.to_dict(now),
             })
         return {"dry_run": self.config.dry_run, "channels": rows, "last_cycle": self.last_result}

@@ -192,7 +192,7 @@ class Service:
         channels = self._refresh_channels()   # the fees as they are now, not as last cycle saw them
         if scid is not None and scid not in {c.short_channel_id for c in channels}:
             raise UserError(f"unknown channel {scid}: not among this node's channels")
-        return self.fees.report(scid, channels, self.flow.flows)
+        return self.fees.report(scid, channels, self.flow.flows, self.clock())
 
     def rebalance_cycle(self) -> Dict[str, Any]:
         result = self.rebalance(None, None, False)
