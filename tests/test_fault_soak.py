@@ -21,10 +21,12 @@ from plugin_harness import db_path, settled_in_node, start_plugin
 from simnode import SimNode, SimRpcError
 
 FAULTED_METHODS = ("listpeerchannels", "listforwards", "wait", "plugin", "listfunds", "setchannel",
-                   "sling-once", "sling-stop", "sling-deletejob", "sling-jobsettings", "sling-stats")
+                   "sling-once", "sling-stop", "sling-deletejob", "sling-jobsettings", "sling-stats",
+                   "listchannels")
 FAULT_RATES = (0.08, 0.02)       # error, hang: per call of the methods called each cycle
 RARE_FAULT_RATES = (0.3, 0.1)    # methods called a few times in the whole soak
-RARE_METHODS = ("wait", "setchannel", "sling-once", "sling-stop", "sling-deletejob", "sling-jobsettings")
+RARE_METHODS = ("wait", "setchannel", "sling-once", "sling-stop", "sling-deletejob", "sling-jobsettings",
+                "listchannels")    # (each peer's gossip: read until read once, then every 6 h)
 HANG_SECONDS = (0.3, 1.6)        # the plugin gives up after 1 s
 MIN_CYCLES = 1000
 MIN_SECONDS = 45                 # the 10 s loops run a few times on their own too
@@ -58,6 +60,7 @@ def build_market(sim, now):
         sim.add_forward(ids["S1" if i % 2 else "S2"], ids["D"], out_msat=100_000_000,
                         fee_msat=80_000, received_time=t - 1, resolved_time=t)
     sim.funds_onchain_msat = 50_000_000_000
+    sim.set_network_fees(sim.channel(ids["D"])["peer_id"], [600, 800, 1000])   # gossip into D's peer
     sim.sling.effective_ppm = 100
     return ids
 

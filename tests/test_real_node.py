@@ -257,3 +257,39 @@ def test_setconfig_policy_and_report_on_a_routing_node(node_factory):
     shown = {r["short_channel_id"]: r["earned_msat"] for r in report["channels"]}
     assert {s: shown.get(s, 0) for s in earned} == earned and report["totals"]["earned_msat"] == sum(earned.values())
     assert_no_broken_logs([l1, l2, l3, l4])
+
+
+def test_the_network_prior_reads_real_gossip(node_factory):
+    """Issue 21 on real lightningd: listchannels destination=<peer> as the plugin reads it.
+    l4 opens a channel into l3 too; of what gossip lists into l3, l2's own channel is left
+    out and l4's is counted (one channel: shown, too few to be used as a prior)."""
+    l1, l2, l3, l4, scids = routing_node(node_factory, {})
+    bitcoind = l1.bitcoin
+    l4.rpc.connect(l3.info["id"], "localhost", l3.port)
+    bitcoind.rpc.sendtoaddress(l4.rpc.newaddr("bech32")["bech32"], (CHANNEL_SATS + 100_000) / 10**8)
+    bitcoind.generate_block(1)
+    sync_blockheight(bitcoind, [l1, l2, l3, l4])
+    txid = l4.rpc.fundchannel(l3.info["id"], CHANNEL_SATS)["txid"]
+    bitcoind.generate_block(6, wait_for_mempool=[txid])
+
+    def into_l3():
+        return l2.rpc.listchannels(destination=l3.info["id"])["channels"]
+
+    wait_for(lambda: any(c["source"] == l4.info["id"] and c["active"] for c in into_l3()))
+    listed = into_l3()
+    assert l2.info["id"] in {c["source"] for c in listed}          # ours is there: it must be left out
+    others = [c for c in listed if c["source"] != l2.info["id"] and c["active"]]
+    assert len(others) == 1
+
+    # started now, so its first read sees the gossip above (a summary is kept for 6 h)
+    l2.rpc.plugin_start(PLUGIN_PATH, **{"revenue-ops-dry-run": "false"})
+    wait_running(l2)
+    l2.rpc.call("revenue-adjust-fees")
+    rows = {c["short_channel_id"]: c for c in l2.rpc.call("revenue-fees")["channels"]}
+    prior = rows[scids["l3"]]["network_prior"]
+    assert prior["channels"] == 1 and prior["median_fee_ppm"] == others[0]["fee_per_millionth"]
+    assert prior["used"] is False                                   # fewer than 3 channels
+    assert rows[scids["l1"]]["network_prior"]["channels"] == 0      # only l2's own into l1
+    assert status(l2)["phase"] == "running"
+    assert not l2.daemon.is_in_log(r"Network fees: reading gossip failed")
+    assert_no_broken_logs([l1, l2, l3, l4])
