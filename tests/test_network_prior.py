@@ -1,11 +1,15 @@
 """The network's prices as the fee prior (issue 21): what other nodes charge into a peer,
 read from gossip (listchannels destination=<peer>), where a channel's own evidence is thin."""
+import dataclasses
 import math
 import time
 
 import pytest
 
 from modules import demand, network_prior
+from modules.config import default_config
+from modules.fee_controller import FeeInputs, FeeState, decide_all_fees
+from modules.models import Channel
 from modules.evidence import Evidence, PriceObservation
 from modules.network_prior import GossipChannel, NetworkSummary
 from plugin_harness import node_rpc, start_plugin
@@ -184,3 +188,25 @@ def test_at_most_fifty_reads_a_cycle(tmp_path):
         assert all(rows[s]["channels"] == 3 and rows[s]["median_fee_ppm"] == 400 for s in scids[:5])
         assert all(rows[s]["channels"] == 0 for s in scids[5:])
         assert len(sim.calls_of("getinfo")) == 1                                 # our id: read once
+
+
+# --- the cold start (pure) -------------------------------------------------------------------------
+def test_the_cold_start_is_bounded_by_the_options_and_needs_a_new_channel_without_history():
+    now = 1_700_000_000.0
+    cfg = dataclasses.replace(default_config(), max_fee_ppm=500)
+    ch = Channel("800000x1x0", "02" + "b" * 64, "CHANNELD_NORMAL", 2_000_000_000, 1_000_000_000, 1_000_000_000,
+                 1_000_000_000, 0, 100, "local", 0, 483, True)
+    net = NetworkSummary(4, 800, now)
+    d, = decide_all_fees([FeeInputs(ch, None, Evidence(), network=net)], {}, cfg, now)
+    assert d.action == "set" and d.new_fee_ppm == 500                    # never above max-fee-ppm
+    assert d.new_state.start_fee_ppm == 500
+    # known to the controller already, or a day of its own silence: no cold start
+    kept = {ch.short_channel_id: FeeState(100, fee_since=now - 3600, start_fee_ppm=100)}
+    d, = decide_all_fees([FeeInputs(ch, None, Evidence(), network=net)], kept, cfg, now)
+    assert d.new_fee_ppm == 100
+    quiet = Evidence(observations=(PriceObservation(100, 48.0, 0.0),), hours=48.0)
+    d, = decide_all_fees([FeeInputs(ch, None, quiet, network=net)], {}, cfg, now)
+    assert d.new_fee_ppm <= 100 and "starts at the network" not in " ".join(d.reasons)
+    # too few channels: no prior, no cold start
+    d, = decide_all_fees([FeeInputs(ch, None, Evidence(), network=NetworkSummary(2, 800, now))], {}, cfg, now)
+    assert d.new_fee_ppm == 100 and "network prior" not in " ".join(d.reasons)
