@@ -1,18 +1,32 @@
 #!/usr/bin/env python3
-"""Economic bench (issue 7): what the plugin earns in a simulated market, against what fixed
-fees chosen in hindsight would have earned on the same arrivals.
+"""Economic bench (issues 7 and 21): what the plugin earns in a family of simulated markets,
+against fixed fees chosen in hindsight and against an operator's usual fixed fee plus a
+standard rebalancer, on the same arrivals.
 
-The market (simnode/market.py): sparse demand (0.1-5 forwards/hour per channel at its best
-fee), channels that drain and refill (a forward needs the out channel's balance; refused
-ones reach the plugin as local_failed 4103), roles source / sink / balanced, a demand shift
-at mid-run on a third of the channels, and 14 days of pre-history at the start fees that
-the plugin hydrates. Markets:
+The worlds (simnode/market.py KINDS; --worlds, alias --markets). All but dense drain: a
+forward needs the out channel's balance (refused ones reach the plugin as local_failed 4103),
+roles source / sink / balanced empty and fill channels so rebalancing matters, and a third
+of the channels see their demand shift at mid-run.
 
-  high   12 channels, revenue-maximising fees 40-1500 ppm, start fee 100 (below most),
-         refill cost 50-1000 ppm
-  low    12 channels, best fees 5-100 ppm, start fee 50 (above most), refill 5-80 ppm
-  dense  20 channels, 1-20 forwards/h at zero fee, balances that do not move, one channel
-         undercut at mid-run (the old convergence bench's world); fees only
+  high        12 channels, 0.1-5 forwards/hour at the best fee, revenue-maximising fees
+              40-1500 ppm (exponential curves or logistic cliffs), start fee 100 (below most),
+              refill cost 50-1000 ppm, 14 days of pre-history at the start fees to hydrate
+  low         as high with best fees 5-100 ppm, start fee 50 (above most), refill 5-80 ppm
+  high-new    as high with no pre-history (nothing to hydrate) and exponential curves only
+  routes      competing routes, no pre-history: per channel a competitor price (30-2000 ppm,
+              log-uniform) and spread (x1.35-x2.7); a sender takes our channel only when its fee
+              is below its own alternative route's cost (log-normal around the competitor's
+              price), a captive 2-6 % has no alternative and pays up to its budget (~1200 ppm),
+              so some revenue curves have two humps; a daily demand cycle (x(1 + 0.6 sin)), the
+              competitor's price drifting daily (~10 %/day in log) and moving x0.5-x2 at mid-run
+              on a third of the channels; failure memory (after a refusal for balance, arrivals
+              on that channel x (1 - 0.5 exp(-dt / 2 h))); heavier-tailed amounts (sigma 1.0)
+  routes-old  routes with 14 days of pre-history and 15 channels, the last 3 of which "open"
+              at mid-run: they are on the node from the start (adding a channel to the
+              simulated node mid-run is not done), but no forward leaves or enters through
+              them before mid-run
+  dense       20 channels, 1-20 forwards/h at zero fee, balances that do not move, one
+              channel undercut at mid-run (the old convergence bench's world); fees only
 
 The plugin (simnode/market_run.py) is the real one, in-process, on a simulated node: its
 start-up (hygiene, hydration), then its own flow / fee / rebalance loops and job watch at
@@ -21,24 +35,38 @@ per-destination refill costs. Variants: with sling loaded (as operators run it: 
 are judged on it), without sling (fees only), and left alone (start fees, no rebalancing).
 
 Scores are the whole run, warm-up included: the fees earned minus the rebalance fees paid,
-against (simnode/market_baselines.py, same arrivals, fixed fees, no rebalancing):
-the best single static fee, per-channel static fees in hindsight (coordinate descent) and
-the oracle (per channel and demand regime in hindsight: the shift known). For dense also
-the old convergence figure: expected revenue of the fees in force after a 14-day warm-up,
-as a share of each curve's revenue-maximising fee per regime.
+against references on the same arrivals with the same market mechanics (failure memory,
+cycle, drift: MarketSim replays them at fixed fees):
+* simnode/market_baselines.py, no rebalancing: the best single static fee, per-channel static
+  fees in hindsight (coordinate descent) and the oracle (per channel and demand regime in
+  hindsight; n/a in the routes worlds, where demand drifts day by day);
+* simnode/standard_rebalancer.py ("/std"): the best single fee on every channel plus, once an
+  hour, a sling pull of any channel below 30 % local to 50 % at maxppm = fee / 2 through the
+  same simulated sling and refill costs, within the plugin's default daily budget
+  (daily-budget-sats, 5000 sat); scored net of its rebalance fees.
+References are cached under bench/out/baselines-cache/ (gitignored), keyed by world, seed,
+days, budget and a hash of the market code, so repeated screens only pay for the plugin.
+For dense also the old convergence figure: expected revenue of the fees in force after a
+14-day warm-up, as a share of each curve's revenue-maximising fee per regime.
 
-Goals (issue 7), 10 days: mean >= 1.0x hindsight and >= 1.3x best single static, worst
-seed >= 0.8x hindsight, on high and low; median <= 1 broadcast per channel per day; dense
->= 90 % of the oracle. Printed, never asserted.
+Printed per world and run length (--days 10,30): per seed and mean / worst, the plugin's
+net against hindsight, best single, oracle, fixed + standard rebalancer, left alone; median
+broadcasts per channel per day and the most in one day; rebalance spend. Then the family
+table (one row per world), the worst seed and the worst world, and the goals of issue 21 per
+world: at 30 days mean >= 1.0x hindsight and >= 1.2x fixed + standard rebalancer, worst seed
+>= 0.8x hindsight; at 10 days mean >= 0.9x hindsight and >= 1.0x best single; median <= 1
+broadcast per channel per day; dense >= 90 % of the oracle. Printed, never asserted.
 
-    .venv/bin/python bench/bench_economics.py                  # the full default run (dense: 5 seeds)
-    .venv/bin/python bench/bench_economics.py --markets high --seeds 4 --dense-seeds 0
-    .venv/bin/python bench/bench_economics.py --markets low --seeds 1 --dense-seeds 0 --dump 1
+    .venv/bin/python bench/bench_economics.py --worlds high,low,high-new,routes,routes-old \
+        --seeds 4 --days 10 --dense-seeds 0 --jobs 2          # the family (~25-30 min on 2 cores)
+    .venv/bin/python bench/bench_economics.py --worlds routes --seeds 4 --days 10,30 --dense-seeds 0
+    .venv/bin/python bench/bench_economics.py                  # high, low and dense (5 seeds)
+    .venv/bin/python bench/bench_economics.py --worlds low --seeds 1 --dense-seeds 0 --dump 1
     .venv/bin/python bench/bench_economics.py --set demand_half_life_hours=48
 
-From a tuning script: `evaluate("high", seed, days=10, overrides={...})` returns the
-figures of one seed; simnode.market_run.run_plugin and simnode.market_baselines.baselines
-are the parts.
+From a tuning script: `evaluate("routes", seed, days=10, overrides={...})` returns the
+figures of one seed; simnode.market_run.run_plugin, simnode.market_baselines.baselines and
+simnode.standard_rebalancer.run_standard are the parts.
 """
 import argparse
 import dataclasses
