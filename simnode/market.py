@@ -104,6 +104,42 @@ class UndercutDemand:
         return f"{self.base.describe()} undercut at {self.cutoff_ppm:.0f}"
 
 
+def survival(x: float, median: float, sigma: float) -> float:
+    """P(X > x) for X log-normal with this median and log-sigma."""
+    if x <= 0:
+        return 1.0
+    return 0.5 * math.erfc(math.log(x / median) / (sigma * math.sqrt(2.0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteDemand:
+    """Senders who could leave through the channel (rate_at_zero per hour, the daily cycle
+    averaged out) and take it only when its fee is below their alternative: for most, a
+    competing route whose cost is log-normal around competitor_ppm; for a captive share
+    without one, their own fee budget (log-normal around budget_ppm). A cheap competitor
+    and a captive share make two revenue humps: near the competitor, and near the budget."""
+    rate_at_zero: float
+    competitor_ppm: float
+    sigma: float                     # log-spread of one sender's alternative route cost
+    captive_share: float
+    budget_ppm: float
+    budget_sigma: float
+
+    def per_hour(self, fee_ppm: float) -> float:
+        routed = survival(fee_ppm, self.competitor_ppm, self.sigma)
+        captive = survival(fee_ppm, self.budget_ppm, self.budget_sigma)
+        return self.rate_at_zero * ((1.0 - self.captive_share) * routed + self.captive_share * captive)
+
+    def rescaled(self, factor: float) -> "RouteDemand":
+        """The competitor's price moves by factor; the captive senders' budgets do not."""
+        return dataclasses.replace(self, competitor_ppm=self.competitor_ppm * factor)
+
+    def describe(self) -> str:
+        return (f"routes(A={self.rate_at_zero:.2f}/h, competitor {self.competitor_ppm:.0f} "
+                f"x{math.exp(2 * self.sigma):.2f}, captive {100 * self.captive_share:.0f}% "
+                f"at {self.budget_ppm:.0f})")
+
+
 def best_fee(curve, lo: int = 1, hi: int = MAX_FEE_PPM) -> int:
     """The integer fee in [lo, hi] at which rate x fee (expected revenue) is highest."""
     return max(range(lo, hi + 1), key=lambda f: curve.per_hour(f) * f)
@@ -136,6 +172,12 @@ class ChannelSpec:
     curves: Tuple[object, object]    # demand before and after the shift (the same if none)
     start_fee_ppm: int
     refill_ppm: float                # median cost of a rebalance into it
+    # routes worlds: the competitor route's median price at the start (for the node's gossip
+    # later), its daily log-drift (one step per day from the pre-history's start), and when
+    # the channel opens (relative seconds; None: open from the start)
+    network_fee_ppm: Optional[int] = None
+    competitor_drift: Tuple[float, ...] = ()
+    opens_s: Optional[float] = None
 
     @property
     def shifts(self) -> bool:
@@ -160,6 +202,10 @@ class Market:
     drains: bool
     refill_range_ppm: Tuple[float, float]
     events: List[tuple]              # (t, channel index, amount msat, u, v), time-ordered
+    # routes worlds: events are (t, x, amount msat, reservation ppm, v, w) - the sender takes
+    # our channel only at a fee below its reservation; w thins arrivals by failure memory
+    routes: bool = False
+    drifts: bool = False             # demand moves day by day: no per-regime oracle
 
     def regime(self, t: float) -> int:
         return 0 if self.shift_s is None or t < self.shift_s else 1
@@ -198,20 +244,36 @@ KINDS = {
     "dense": dict(channels=20, best=(40, 1500), start_fee=100, refill=(50, 1000), rate=(1.0, 20.0),
                   drains=False, shifted_share=None),
 }
+# high without a past to learn from, and with smooth (exponential) curves only
+KINDS["high-new"] = dict(KINDS["high"], history_days=0, exponential_only=True)
+# competing routes (RouteDemand): rate is senders per hour who could use the channel
+KINDS["routes"] = dict(channels=12, competitor=(30, 2000), spread=(1.35, 2.7), captive=(0.02, 0.06),
+                       budget_ppm=1200, budget_sigma=0.4, start_fee=100, refill=(50, 1000),
+                       rate=(0.15, 6.0), drains=True, shifted_share=1 / 3, history_days=0,
+                       amount_sigma=1.0, routes=True, opening_mid_run=0)
+KINDS["routes-old"] = dict(KINDS["routes"], channels=15, history_days=14, opening_mid_run=3)
+DAILY_CYCLE = 0.6                    # routes: rate x (1 + 0.6 sin(2 pi t / day + phase))
+DRIFT_SIGMA = 0.10                   # routes: the competitor's daily log random walk
+MEMORY_DEPTH, MEMORY_S = 0.5, 2 * HOUR   # routes: a refusal halves arrivals, fading over ~2 h
 ROLE_OUT_SHARE = {SOURCE: (0.15, 0.40), BALANCED: (0.08, 0.20), SINK: (0.02, 0.06)}
 
 
-def build_market(kind: str, seed: int, days: float = 10, history_days: float = 14,
+def build_market(kind: str, seed: int, days: float = 10, history_days: Optional[float] = None,
                  start_fee_ppm: Optional[int] = None, channels: Optional[int] = None) -> Market:
-    """The market of `kind` ("high", "low", "dense") for a seed: same seed, same market."""
+    """The market of `kind` (one of KINDS) for a seed: same seed, same market. history_days:
+    the world's own (14 days, none for high-new and routes) unless given."""
     if kind not in KINDS:
         raise ValueError(f"unknown market {kind!r}: one of {', '.join(KINDS)}")
     spec = KINDS[kind]
+    if history_days is None:
+        history_days = spec.get("history_days", 14)
     n = channels or spec["channels"]
     start_fee = spec["start_fee"] if start_fee_ppm is None else start_fee_ppm
     rng = random.Random(f"market-{kind}-{seed}")
     run_s = days * DAY
     shift_s = round(run_s / 2 / 600) * 600   # mid-run, on a 10-minute boundary
+    if spec.get("routes"):
+        return _route_market(rng, kind, seed, n, spec, start_fee, history_days * DAY, run_s, shift_s)
     if spec["drains"]:
         chans = _draining_channels(rng, kind, seed, n, spec, start_fee)
     else:
@@ -242,10 +304,11 @@ def _ids(kind: str, seed: int, i: int) -> Tuple[str, str]:
     return f"{800000 + 7 * i}x{100 + i}x0", make_pubkey(f"market-{kind}-{seed}-peer-{i}")
 
 
-def _curve_with_best(rng: random.Random, best_ppm: float, rate_at_best: float):
-    """An exponential curve (2 in 3) or a logistic cliff whose revenue peaks at best_ppm with
-    rate_at_best forwards per hour there."""
-    if rng.random() < 2 / 3:
+def _curve_with_best(rng: random.Random, best_ppm: float, rate_at_best: float,
+                     exponential_only: bool = False):
+    """An exponential curve (2 in 3, or always) or a logistic cliff whose revenue peaks at
+    best_ppm with rate_at_best forwards per hour there."""
+    if rng.random() < 2 / 3 or exponential_only:
         return ExponentialDemand(rate_at_best * math.e, best_ppm)
     shape = LogisticDemand(1.0, 1000.0, 1000.0 * rng.uniform(0.08, 0.25))
     peak = best_fee(shape, 1, 2000)                 # the shape's peak scales with its cutoff
@@ -279,24 +342,12 @@ def _draining_channels(rng, kind, seed, n, spec, start_fee) -> List[ChannelSpec]
         # mean amount from the role's daily outflow at the best fee, so sources drain in days
         daily_out = capacity * rng.uniform(*ROLE_OUT_SHARE[role])
         amount = int(min(max(daily_out / (24 * rate), 1_000 * SAT), capacity / 20)) // SAT * SAT
-        curve = _curve_with_best(rng, best, rate)
+        curve = _curve_with_best(rng, best, rate, spec.get("exponential_only", False))
         after = _shifted(rng, curve, best, hi * 1.5) if i in shifted else curve
         local = int(capacity * rng.uniform(0.3, 0.7)) // SAT * SAT
         drafts.append((capacity, local, role, amount, (curve, after)))
         out_day.append(rate * 24 * amount)
-    # where forwards come in: sources get 10-40 % of their outflow back, balanced channels
-    # 80-120 %, sinks (by capacity) the rest, so without rebalancing sources empty, sinks fill
-    inflow = [0.0] * n
-    for i, role in enumerate(roles):
-        if role == SOURCE:
-            inflow[i] = out_day[i] * rng.uniform(0.1, 0.4)
-        elif role == BALANCED:
-            inflow[i] = out_day[i] * rng.uniform(0.8, 1.2)
-    sinks = [i for i, r in enumerate(roles) if r == SINK]
-    rest = max(sum(out_day) - sum(inflow), 0.0)
-    sink_cap = sum(drafts[i][0] for i in sinks) or 1
-    for i in sinks:
-        inflow[i] = rest * drafts[i][0] / sink_cap
+    inflow = _inflow(rng, roles, [d[0] for d in drafts], out_day)
     total = sum(inflow)
     refill_lo, refill_hi = spec["refill"]
     out = []
@@ -305,6 +356,24 @@ def _draining_channels(rng, kind, seed, n, spec, start_fee) -> List[ChannelSpec]
         out.append(ChannelSpec(scid, peer, capacity, local, role, inflow[i] / total, amount, curves,
                                start_fee, log_uniform(rng, refill_lo, refill_hi)))
     return out
+
+
+def _inflow(rng, roles: Sequence[str], capacities: Sequence[int], out_day: Sequence[float]) -> List[float]:
+    """Where forwards come in: sources get 10-40 % of their outflow back, balanced channels
+    80-120 %, sinks (by capacity) the rest, so without rebalancing sources empty, sinks fill."""
+    n = len(roles)
+    inflow = [0.0] * n
+    for i, role in enumerate(roles):
+        if role == SOURCE:
+            inflow[i] = out_day[i] * rng.uniform(0.1, 0.4)
+        elif role == BALANCED:
+            inflow[i] = out_day[i] * rng.uniform(0.8, 1.2)
+    sinks = [i for i, r in enumerate(roles) if r == SINK]
+    rest = max(sum(out_day) - sum(inflow), 0.0)
+    sink_cap = sum(capacities[i] for i in sinks) or 1
+    for i in sinks:
+        inflow[i] = rest * capacities[i] / sink_cap
+    return inflow
 
 
 def _dense_channels(rng, kind, seed, n, spec, start_fee) -> List[ChannelSpec]:
@@ -348,6 +417,103 @@ def _arrivals(kind, seed, chans: Sequence[ChannelSpec], start: float, end: float
             events.append((t, i, amount, rng.random(), rng.random()))
     events.sort()
     return events
+
+
+# --- the routes worlds ------------------------------------------------------------------------
+def _route_market(rng, kind, seed, n, spec, start_fee, history_s, run_s, shift_s) -> Market:
+    days_total = int(math.ceil((history_s + run_s) / DAY)) + 1
+    chans = _route_channels(rng, kind, seed, n, spec, start_fee, days_total)
+    opening = spec.get("opening_mid_run", 0)
+    if opening:   # the last channels open at mid-run: no demand, no entries before it
+        chans[-opening:] = [dataclasses.replace(c, opens_s=float(shift_s)) for c in chans[-opening:]]
+    events = _route_arrivals(kind, seed, chans, -history_s, run_s, shift_s, spec)
+    return Market(kind, seed, chans, history_s, run_s, shift_s, True, spec["refill"], events,
+                  routes=True, drifts=True)
+
+
+def _route_channels(rng, kind, seed, n, spec, start_fee, days_total) -> List[ChannelSpec]:
+    """Draining channels (roles as in high) whose demand is competing routes (RouteDemand);
+    a third see the competitor's price move x0.5-x2 at mid-run."""
+    roles = [(SOURCE, SINK, BALANCED)[i % 3] for i in range(n)]
+    rng.shuffle(roles)
+    shifted = set(rng.sample(range(n), max(1, round(n * spec["shifted_share"]))))
+    drafts, out_day = [], []
+    for i, role in enumerate(roles):
+        capacity = int(log_uniform(rng, 1e6, 1e7)) * SAT
+        spread = rng.uniform(*spec["spread"])
+        curve = RouteDemand(log_uniform(rng, *spec["rate"]), log_uniform(rng, *spec["competitor"]),
+                            math.log(spread) / 2, rng.uniform(*spec["captive"]),
+                            spec["budget_ppm"] * rng.lognormvariate(0.0, 0.2), spec["budget_sigma"])
+        after = curve
+        if i in shifted:
+            after = curve.rescaled(log_uniform(rng, 1.4, 2.0) ** rng.choice((-1, 1)))
+        # the bulk of the flow is the routed senders': amounts sized by the lower hump's rate
+        routed_hump = best_fee(curve, 1, int(curve.competitor_ppm * spread) + 1)
+        rate_at_best = curve.per_hour(routed_hump)
+        daily_out = capacity * rng.uniform(*ROLE_OUT_SHARE[role])
+        amount = int(min(max(daily_out / (24 * rate_at_best), 1_000 * SAT), capacity / 20)) // SAT * SAT
+        local = int(capacity * rng.uniform(0.3, 0.7)) // SAT * SAT
+        drift = [0.0]
+        for _ in range(days_total):
+            drift.append(drift[-1] + rng.gauss(0.0, DRIFT_SIGMA))
+        drafts.append((capacity, local, role, amount, (curve, after), tuple(drift)))
+        out_day.append(rate_at_best * 24 * amount)
+    inflow = _inflow(rng, roles, [d[0] for d in drafts], out_day)
+    total = sum(inflow)
+    out = []
+    for i, (capacity, local, role, amount, curves, drift) in enumerate(drafts):
+        scid, peer = _ids(kind, seed, i)
+        out.append(ChannelSpec(scid, peer, capacity, local, role, inflow[i] / total, amount, curves,
+                               start_fee, log_uniform(rng, *spec["refill"]),
+                               network_fee_ppm=int(round(curves[0].competitor_ppm)),
+                               competitor_drift=drift))
+    return out
+
+
+def competitor_ppm_at(market: "Market", x: int, t: float) -> float:
+    """The competitor route's median price for channel x at relative time t: its regime's
+    price times the daily drift (one step per day since the pre-history's start)."""
+    c = market.channels[x]
+    day = int((t + market.history_s) // DAY)
+    return c.curves[market.regime(t)].competitor_ppm * math.exp(c.competitor_drift[day])
+
+
+def _route_arrivals(kind, seed, chans, start, end, shift_s, spec) -> List[tuple]:
+    """Per channel, the senders who could use it: a Poisson process thinned by the daily cycle,
+    each with its reservation fee (its alternative route's cost at that time, or for a captive
+    sender its budget), amount (log-normal, heavier-tailed), entry uniform v and memory uniform w."""
+    sigma_a = spec["amount_sigma"]
+    market = Market(kind, seed, chans, -start, end, shift_s, True, spec["refill"], [])
+    events = []
+    for i, c in enumerate(chans):
+        rng = random.Random(f"route-arrivals-{kind}-{seed}-{i}")
+        curve = c.curves[0]
+        phase = rng.uniform(0.0, 2 * math.pi)
+        peak_per_s = curve.rate_at_zero * (1 + DAILY_CYCLE) / HOUR
+        mu = math.log(c.amount_msat) - sigma_a ** 2 / 2
+        t = start if c.opens_s is None else max(start, c.opens_s)
+        while True:
+            t += rng.expovariate(peak_per_s)
+            if t >= end:
+                break
+            cycle, captive, alt = rng.random(), rng.random(), rng.gauss(0.0, 1.0)
+            amount = max(SAT, int(rng.lognormvariate(mu, sigma_a)))
+            v, w = rng.random(), rng.random()
+            if cycle * (1 + DAILY_CYCLE) >= 1 + DAILY_CYCLE * math.sin(2 * math.pi * t / DAY + phase):
+                continue
+            if captive < curve.captive_share:
+                reservation = curve.budget_ppm * math.exp(curve.budget_sigma * alt)
+            else:
+                reservation = competitor_ppm_at(market, i, t) * math.exp(curve.sigma * alt)
+            events.append((t, i, amount, reservation, v, w))
+    events.sort()
+    return events
+
+
+def memory_factor(since_refusal_s: float) -> float:
+    """Routes worlds: the share of senders still trying a channel since its last refusal for
+    balance (the rest route around it for a while)."""
+    return 1.0 - MEMORY_DEPTH * math.exp(-since_refusal_s / MEMORY_S)
 
 
 def channel_records(market: Market) -> List[dict]:
@@ -397,6 +563,9 @@ class MarketSim:
         self.failed_fee_msat = [0] * n
         self.no_entry = [0] * n         # no channel could receive it: never reached the node
         self.over_max = [0] * n         # above X's advertised max-HTLC: never tried through X
+        # routes worlds: each channel's last refusal for balance (failure memory), opening time
+        self.last_refusal_s = [-math.inf] * n
+        self.opens_s = [-math.inf if c.opens_s is None else c.opens_s for c in market.channels]
         self._p_cache: Dict[tuple, float] = {}
         self._cums = [self._cum_without(x) for x in range(n)]   # entry weights, x itself left out
         # earnings over time, off unless record_earnings() was called (the demo's plot)
@@ -436,11 +605,13 @@ class MarketSim:
 
     def snapshot(self) -> tuple:
         """Where the simulation stands (time, balances, totals), to replay from there."""
-        return self.t, self.pos, list(self.local_msat), [list(getattr(self, k)) for k in self.COUNTERS]
+        return (self.t, self.pos, list(self.local_msat), [list(getattr(self, k)) for k in self.COUNTERS],
+                list(self.last_refusal_s))
 
     def restore(self, snap: tuple) -> None:
-        self.t, self.pos, local, counters = snap
+        self.t, self.pos, local, counters, refusals = snap
         self.local_msat = list(local)
+        self.last_refusal_s = list(refusals)
         for k, values in zip(self.COUNTERS, counters):
             setattr(self, k, list(values))
 
@@ -460,6 +631,9 @@ class MarketSim:
                 self._next_sample += every
 
     def _play(self, end: float, regime: int) -> None:
+        if self.market.routes:
+            self._play_routes(end)
+            return
         n, events = self.n, self.market.events
         ppm, base = self.fee_ppm, self.fee_base_msat
         p = [self.accept_probability(x, ppm[x], regime) for x in range(n)]
@@ -511,7 +685,56 @@ class MarketSim:
                 record(SETTLED, t, x, y, a, fee)
         self.pos = i
 
-    def _retry_entry(self, x: int, first: int, r: float, need: int) -> int:
+    def _play_routes(self, end: float) -> None:
+        """The routes worlds' arrivals: a sender takes X when its fee is below the sender's
+        reservation, and avoids X for a while after X refused a forward for balance."""
+        events, ppm, base = self.market.events, self.fee_ppm, self.fee_base_msat
+        local, cap, held_l, held_r, hmax, hmax_out = (self.local_msat, self.capacity, self.held_local,
+                                                      self.held_remote, self.htlc_max_in, self.htlc_max_out)
+        cums, record, refused, opens = self._cums, self.recorder, self.last_refusal_s, self.opens_s
+        last = self.n - 1
+        i, count = self.pos, len(events)
+        while i < count:
+            t, x, a, reservation, v, w = events[i]
+            if t >= end:
+                break
+            i += 1
+            if w >= 1.0 - MEMORY_DEPTH and w >= memory_factor(t - refused[x]):
+                continue                       # routed around X since its last refusal
+            if ppm[x] >= reservation:
+                continue                       # the alternative (or the budget) wins
+            if a > hmax_out[x]:
+                self.over_max[x] += 1
+                continue
+            self.arrived[x] += 1
+            fee = base[x] + a * ppm[x] // PPM
+            need = a + fee
+            cum = cums[x]
+            r = v * cum[-1]
+            y = min(bisect.bisect_right(cum, r), last)
+            if cap[y] - local[y] - held_r[y] < need or need > hmax[y] or opens[y] > t:
+                y = self._retry_entry(x, y, r, need, t)
+                if y < 0:
+                    self.no_entry[x] += 1
+                    continue
+            if local[x] - held_l[x] < a:
+                self.failed[x] += 1
+                self.failed_fee_msat[x] += fee
+                refused[x] = t
+                if record is not None:
+                    record(LOCAL_FAILED, t, x, y, a, fee)
+                continue
+            local[x] -= a
+            local[y] += need
+            self.settled[x] += 1
+            self.earned_msat[x] += fee
+            self.out_msat[x] += a
+            self.in_msat[y] += need
+            if record is not None:
+                record(SETTLED, t, x, y, a, fee)
+        self.pos = i
+
+    def _retry_entry(self, x: int, first: int, r: float, need: int, t: Optional[float] = None) -> int:
         """The first entry was full: the sender retries by weight among the channels with
         room (with the position of r inside the first pick's slot, again uniform), so the
         entry is drawn by weight among the channels with room. -1: none has room."""
@@ -519,7 +742,8 @@ class MarketSim:
         v = (r - (cum[first - 1] if first else 0.0)) / weight[first]
         local, cap, held_r, hmax = self.local_msat, self.capacity, self.held_remote, self.htlc_max_in
         fits = [j for j in range(self.n)
-                if j != x and cap[j] - local[j] - held_r[j] >= need and need <= hmax[j]]
+                if j != x and cap[j] - local[j] - held_r[j] >= need and need <= hmax[j]
+                and (t is None or self.opens_s[j] <= t)]
         if not fits:
             return -1
         left = v * sum(weight[j] for j in fits)

@@ -10,7 +10,8 @@ and the same arrivals (common random numbers), found in hindsight:
   coordinate-descent approximation of the best fee vector, not a proven optimum; it never
   does worse than the best single fee, where it starts;
 * oracle: the same search with one fee per channel and demand regime (before / after the
-  shift), starting from the per-channel result: hindsight with the shift known.
+  shift), starting from the per-channel result: hindsight with the shift known. Not for a
+  market whose demand drifts day by day (the routes worlds): oracle_msat 0 there (n/a).
 
 A market whose balances do not drain (dense) has no coupling: each channel's revenue at
 each fee is summed directly from its own arrivals, and the three searches are exact.
@@ -129,6 +130,9 @@ def baselines(market: Market, start: Optional[MarketSim] = None,
     _search(evaluate, plan, [(c, both) for c in range(n)], grid, coarse=False)
     hindsight = [p[0] for p in plan]
     hindsight_v = evaluate([tuple(p) for p in plan])
+    if market.drifts:   # demand moves day by day: two fees per channel are no oracle (n/a)
+        return Baselines(left, single_f, single_v, hindsight, hindsight_v,
+                         [(f, f) for f in hindsight], 0, evaluate.runs)
     shifted = [c for c, ch in enumerate(market.channels) if ch.shifts]
     if market.shift_s is not None:
         _search(evaluate, plan, [(c, (r,)) for c in shifted for r in (1, 0)], grid, coarse=True)
