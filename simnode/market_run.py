@@ -28,6 +28,8 @@ the wall clock (rounded to a day), so sling's 30-day stats window (which reads t
 clock) covers everything the run pays.
 """
 import dataclasses
+import math
+import random
 import shutil
 import tempfile
 import time
@@ -44,6 +46,11 @@ from .sling import RefillCosts
 
 ATTEMPT_INTERVAL_S = 600          # one sling payment attempt per running task per 10 minutes
 ONCHAIN_MSAT = 5_000_000_000      # the node's on-chain funds (above the wallet reserve)
+# gossip in the routes worlds: 3-8 other nodes' channels into each peer, priced around the
+# competing route's price, but not at it: a bias per peer and a spread between channels
+GOSSIP_CHANNELS = (3, 8)
+GOSSIP_BIAS_SIGMA = 0.4
+GOSSIP_SPREAD_SIGMA = 0.5
 
 
 def run_epoch(now: Optional[float] = None) -> float:
@@ -163,11 +170,27 @@ def populate_node(node: SimNode, market: Market, sling: bool = False) -> List[di
                          fee_ppm=c.start_fee_ppm, fee_base_msat=0, opener="local",
                          peer_id=c.peer_id, scid=c.scid)
     node.funds_onchain_msat = ONCHAIN_MSAT
+    for peer_id, fees_ppm in gossip_fees(market).items():
+        node.set_network_fees(peer_id, fees_ppm)
     if sling:
         node.set_plugin_loaded("sling", True)
         node.sling.costs = RefillCosts({c.scid: c.refill_ppm for c in market.channels},
                                        seed=f"{market.kind}-{market.seed}")
     return [node.channel(c.scid) for c in market.channels]
+
+
+def gossip_fees(market: Market) -> Dict[str, List[int]]:
+    """What other nodes charge into each peer with a competing route (routes worlds): the
+    fees listchannels shows, drawn around the route's price with a per-peer bias."""
+    out: Dict[str, List[int]] = {}
+    for c in market.channels:
+        if c.network_fee_ppm is None:
+            continue
+        rng = random.Random(f"gossip-{market.kind}-{market.seed}-{c.scid}")
+        centre = c.network_fee_ppm * math.exp(rng.gauss(0, GOSSIP_BIAS_SIGMA))
+        out[c.peer_id] = [max(1, int(round(centre * math.exp(rng.gauss(0, GOSSIP_SPREAD_SIGMA)))))
+                          for _ in range(rng.randint(*GOSSIP_CHANNELS))]
+    return out
 
 
 def forward_writer(node: SimNode, market: Market, epoch: float,
