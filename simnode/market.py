@@ -28,6 +28,15 @@ reverse; balanced) and an inbound weight (how often a forward enters the node th
 * A market that does not drain (the dense one) moves no balances: every accepted forward
   settles and enters by weight among all other channels.
 
+* The routes worlds ("routes", "routes-old"; Market.routes): demand is competing routes
+  (RouteDemand). Each candidate carries its reservation fee, drawn once per seed: its
+  alternative route's cost (log-normal around the competitor's price at that time, which
+  drifts day by day and moves at mid-run on a third of the channels), or for a captive
+  sender its own budget; it takes X only at a fee below it. A daily cycle thins the
+  candidates as they are drawn. Failure memory is played: after X refused a forward for
+  balance, a candidate tries X only with probability 1 - 0.5 exp(-dt / 2 h) (its uniform w).
+  A channel with opens_s takes no forward out or in before then.
+
 Times are seconds relative to the start of the scored run (the pre-history is negative);
 amounts msat; fees ppm. The pure simulation here (MarketSim) has no SQLite and no node: the
 baselines search fee grids with it. simnode/market_run.py drives the same MarketSim over a
