@@ -311,17 +311,22 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
     else:
         stages.append(StageResult("congestion", fee, "HTLC slots free"))
 
-    # 5. bounds, and never below what refills cost (a peer policy's ceiling wins over that)
+    # 5. bounds, and never below what refills cost while its price counts on refills: then a
+    # cheaper fee (a probe) would sell bought liquidity at a loss. With liquidity to spare, or
+    # priced below what refills cost (they do not pay there: its stock sells alone, and so
+    # under a peer policy's ceiling below that cost), what was bought is sunk: a floor above
+    # its demand would only keep the balance from selling
     lo, hi = config.min_fee_ppm, config.max_fee_ppm
-    floor, why = lo, f"min {lo} ppm"
+    floor, why, sunk = lo, f"min {lo} ppm", ""
     if refill is not None and refill > lo:
-        floor, why = min(refill, hi), f"refill cost {refill} ppm"
-        if refill > hi and policy_note:
-            why += f", above the peer policy's ceiling {hi} ppm: the policy wins"
+        if price.scarce and price.fee_ppm >= refill:
+            floor, why = refill, f"refill cost {refill} ppm"
+        else:
+            sunk = f"; refill cost {refill} ppm no floor: its price does not count on refills"
     bounded = min(max(fee, floor), hi)
     bounds_why = (f"raised to {bounded} ppm ({why})" if bounded > fee
                   else f"capped at {bounded} ppm (max {hi} ppm)" if bounded < fee
-                  else f"within [{floor}, {hi}] ppm")
+                  else f"within [{floor}, {hi}] ppm") + sunk
     stages.append(StageResult("bounds", bounded, f"{bounds_why}; {policy_note}" if policy_note else bounds_why))
     fee = bounded
     urgent = urgent or not lo <= ch.fee_ppm <= hi

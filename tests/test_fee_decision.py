@@ -179,6 +179,26 @@ def test_a_known_refill_price_lets_the_channel_sell_beyond_its_balance():
     assert refilled.fee_ppm < without.fee_ppm and refilled.fee_ppm > 100
 
 
+def test_a_refill_cost_floors_the_fee_only_while_its_price_counts_on_refills():
+    # demand priced near 40 ppm, refills bought at 100 ppm: with balance to spare what was
+    # bought is sunk, a floor at 100 would keep it from selling
+    ev = observed((40, 200, 400), (80, 100, 40), amount_msat=10_000_000)
+    spare = FeeInputs(chan(fee=40, capacity=20_000_000_000, local_ratio=0.6), None, ev, rebalance_cost_ppm=100,
+                      refills_available=True)
+    d = decide_all_fees([spare], {}, CFG, NOW)[0]
+    bounds = next(s for s in d.stages if s.stage == "bounds")
+    assert d.new_fee_ppm < 100 and "refill cost 100 ppm no floor: its price does not count on refills" in bounds.reason
+    # short, and its price counts on refills (above their cost): no probe goes below that
+    short = dataclasses.replace(spare, channel=chan(fee=40, local_ratio=0.01), rebalance_cost_ppm=30)
+    d = decide_all_fees([short], {}, CFG, NOW)[0]
+    assert d.scarce and d.liquidity_price_ppm >= 30 and d.target_fee_ppm >= 30
+    # short, but refills dearer than its demand pays: its stock sells at its own price
+    dear = dataclasses.replace(spare, channel=chan(fee=40, local_ratio=0.6))
+    d = decide_all_fees([dear], {}, CFG, NOW)[0]
+    bounds = next(s for s in d.stages if s.stage == "bounds")
+    assert d.scarce and d.target_fee_ppm < 100 and "its price does not count on refills" in bounds.reason
+
+
 def test_balance_bands_stick_until_the_balance_is_clearly_past_an_edge():
     band = liquidity.stock_band(0.21, None)
     assert liquidity.STOCK_BANDS[band] == 0.20

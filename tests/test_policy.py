@@ -135,14 +135,15 @@ def test_a_dynamic_policy_narrows_the_bounds_of_every_stage_and_says_so():
 
 def test_the_refill_cost_never_lifts_a_fee_above_a_policy_ceiling():
     ev = busy_evidence()
-    inputs = FeeInputs(chan(fee=100), None, ev, rebalance_cost_ppm=900, refills_available=True,
-                       policy=build(max_fee_ppm=600))
-    d = decide_all_fees([inputs], {}, CFG, NOW)[0]
+    # short of balance, priced for scarcity above what refills cost: the refill cost floors it
+    inputs = FeeInputs(chan(fee=100, local_ratio=0.05), None, ev, rebalance_cost_ppm=500, refills_available=True)
+    without = decide_all_fees([inputs], {}, CFG, NOW)[0]
+    assert without.target_fee_ppm >= 500 and "refill cost 500 ppm" in " ".join(without.reasons)
+    # a peer policy's ceiling below that cost: refills do not pay under it, the policy wins
+    d = decide_all_fees([dataclasses.replace(inputs, policy=build(max_fee_ppm=400))], {}, CFG, NOW)[0]
     bounds = next(s for s in d.stages if s.stage == "bounds")
-    assert d.target_fee_ppm == 600 and bounds.fee_ppm == 600
-    assert "refill cost 900 ppm, above the peer policy's ceiling 600 ppm: the policy wins" in bounds.reason
-    without = decide_all_fees([dataclasses.replace(inputs, policy=None)], {}, CFG, NOW)[0]
-    assert without.target_fee_ppm >= 900                          # without the policy the floor holds
+    assert d.target_fee_ppm <= 400 and bounds.fee_ppm <= 400
+    assert "refill cost 500 ppm no floor: its price does not count on refills" in bounds.reason
 
 
 def test_fee_bounds_take_the_tighter_and_let_a_contradicting_policy_win():
