@@ -57,10 +57,10 @@ world: at 30 days mean >= 1.0x hindsight and >= 1.2x fixed + standard rebalancer
 >= 0.8x hindsight; at 10 days mean >= 0.9x hindsight and >= 1.0x best single; median <= 1
 broadcast per channel per day; dense >= 90 % of the oracle. Printed, never asserted.
 
-    .venv/bin/python bench/bench_economics.py --worlds high,low,high-new,routes,routes-old \
-        --seeds 4 --days 10 --dense-seeds 0 --jobs 2          # the family (~25-30 min on 2 cores)
-    .venv/bin/python bench/bench_economics.py --worlds routes --seeds 4 --days 10,30 --dense-seeds 0
-    .venv/bin/python bench/bench_economics.py                  # high, low and dense (5 seeds)
+    .venv/bin/python bench/bench_economics.py     # the family: every world, 20 seeds, 10 and 30 days,
+                                                  # dense 5 seeds (hours on 2 cores)
+    .venv/bin/python bench/bench_economics.py --seeds 4 --days 10 --dense-seeds 0 --no-fees-only
+                                                  # a screen of a change (~7 min on 2 cores)
     .venv/bin/python bench/bench_economics.py --worlds low --seeds 1 --dense-seeds 0 --dump 1
     .venv/bin/python bench/bench_economics.py --set demand_half_life_hours=48
 
@@ -432,13 +432,13 @@ def build_tasks(args, kinds: List[str], seeds: List[int], days_list: List[float]
 
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--worlds", "--markets", dest="worlds", default="high,low",
+    p.add_argument("--worlds", "--markets", dest="worlds", default=",".join(WORLDS),
                    help=f"comma list of {', '.join(WORLDS)} (dense: see --dense-seeds); --markets is an alias")
     p.add_argument("--seeds", type=int, default=20, help="seeds per world (1, 2, ...)")
     p.add_argument("--first-seed", type=int, default=1)
-    p.add_argument("--days", default="10", help="run lengths, comma list (e.g. 10,30)")
+    p.add_argument("--days", default="10,30", help="run lengths, comma list (e.g. 10,30)")
     p.add_argument("--dense-seeds", type=int, default=5,
-                   help="dense seeds (5 by default to keep the full run near 15 minutes on 2 cores)")
+                   help="dense seeds (60 days each: 5 by default)")
     p.add_argument("--dense-days", type=float, default=60)
     p.add_argument("--no-fees-only", action="store_true", help="skip the plugin-without-sling runs")
     p.add_argument("--jobs", type=int, default=2, help="worker processes")
