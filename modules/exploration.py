@@ -16,7 +16,8 @@ channel as quiet as the node's quieter ones (`expected_arrivals`, from the calle
 have seen NO_DEMAND_MIN_EXPECTED arrivals by now. Few arrivals in a day on a channel that
 sees 0.1 an hour say nothing. Silence alone never takes the fee more than
 NO_DEMAND_FLOOR_FACTOR below the fee the controller started from: lower than that needs
-evidence of demand there.
+evidence of demand there, such as the node's other channels selling there (`node_sells_at_ppm`:
+the lower quartile of the fees its channels with arrivals are at).
 
 A move is sized by the evidence: at most x2 (or /2) while the price scale is uncertain, up
 to MAX_STEP_CONFIDENT as the posterior narrows (`step_limit`), and as far as the credible
@@ -75,11 +76,16 @@ def evidence_limit(current_fee_ppm: int, credible_ppm: Optional[Tuple[float, flo
     return limit
 
 
-def no_demand_floor_ppm(start_fee_ppm: Optional[int], min_fee_ppm: int) -> int:
-    """The lowest fee silence alone may take a channel to."""
+def no_demand_floor_ppm(start_fee_ppm: Optional[int], min_fee_ppm: int,
+                        node_sells_at_ppm: Optional[int] = None) -> int:
+    """The lowest fee silence alone may take a channel to: half its start, or lower where the
+    node's other channels sell."""
     if start_fee_ppm is None:
         return min_fee_ppm
-    return max(min_fee_ppm, int(math.ceil(start_fee_ppm / NO_DEMAND_FLOOR_FACTOR)))
+    floor = int(math.ceil(start_fee_ppm / NO_DEMAND_FLOOR_FACTOR))
+    if node_sells_at_ppm is not None:
+        floor = min(floor, node_sells_at_ppm)
+    return max(min_fee_ppm, floor)
 
 
 def next_fee(best_fee_ppm: int, current_fee_ppm: int, phase: str, probe_side: int,
@@ -87,7 +93,8 @@ def next_fee(best_fee_ppm: int, current_fee_ppm: int, phase: str, probe_side: in
              exposure_hours: float, min_fee_ppm: int, max_fee_ppm: int, now: float,
              gain: float = 1.0, arrivals_per_hour: float = math.inf,
              expected_arrivals: float = math.inf, start_fee_ppm: Optional[int] = None,
-             credible_ppm: Optional[Tuple[float, float]] = None) -> Plan:
+             credible_ppm: Optional[Tuple[float, float]] = None,
+             node_sells_at_ppm: Optional[int] = None) -> Plan:
     """The fee to aim for, its phase, and why. `fee_since`: when the current fee took effect;
     `probe_side`: +1 the next probe goes above the best guess, -1 below; `gain`: what the
     best guess is expected to earn over staying, as a share (0.05: 5% more). A flat curve
@@ -97,7 +104,8 @@ def next_fee(best_fee_ppm: int, current_fee_ppm: int, phase: str, probe_side: in
     channel as quiet as the node's quieter ones would have seen over this exposure;
     `start_fee_ppm`: the fee the controller started from (silence's floor is half of it);
     `credible_ppm`: the price scale's 80 % range from the channel's own evidence (None: too
-    little of it), which a move may reach whatever the step limit."""
+    little of it), which a move may reach whatever the step limit; `node_sells_at_ppm`: where
+    the node's channels with arrivals sell (silence may go that low)."""
     held = (now - fee_since) / 3600 if fee_since is not None else math.inf
     if not has_demand:
         if exposure_hours < NO_DEMAND_MIN_HOURS:
@@ -106,12 +114,13 @@ def next_fee(best_fee_ppm: int, current_fee_ppm: int, phase: str, probe_side: in
             return Plan(current_fee_ppm, EXPLOIT, f"no arrivals in {exposure_hours:.0f} h, but a channel as quiet "
                         f"as the node's quieter ones would see {expected_arrivals:.1f}: no evidence of no "
                         f"demand yet, fee held")
-        floor = no_demand_floor_ppm(start_fee_ppm, min_fee_ppm)
+        floor = no_demand_floor_ppm(start_fee_ppm, min_fee_ppm, node_sells_at_ppm)
         cheaper = max(floor, min(current_fee_ppm, int(current_fee_ppm / NO_DEMAND_STEP)))
         if cheaper >= current_fee_ppm:
             return Plan(current_fee_ppm, EXPLOIT, f"no arrivals in {exposure_hours:.0f} h; held at "
                         f"{current_fee_ppm} ppm: silence alone goes no lower than half the fee it started "
-                        f"from ({start_fee_ppm} ppm)")
+                        f"from ({start_fee_ppm} ppm) or where the node's other channels sell "
+                        f"({node_sells_at_ppm} ppm)")
         return Plan(cheaper, EXPLOIT, f"no arrivals in {exposure_hours:.0f} h at up to {current_fee_ppm} ppm "
                     f"(a quiet channel would see {expected_arrivals:.1f}): trying {cheaper} ppm, never higher")
     uncertain = log_scale_sd > UNCERTAIN_SD and arrivals_per_hour * PROBE_HOURS >= PROBE_MIN_ARRIVALS

@@ -199,6 +199,22 @@ def quiet_rate_per_hour(views: Iterable[PeerView]) -> float:
     return rates[(len(rates) - 1) // 4] if rates else 0.0
 
 
+def node_sells_at_ppm(views: Iterable[PeerView]) -> Optional[int]:
+    """The fee the node's channels with arrivals sell at (the lower quartile of their fees in
+    force): evidence of demand that far down, for a silent channel's floor. None without any."""
+    fees = sorted(v.channel.fee_ppm for v in views if v.evidence.arrivals > 0)
+    return fees[(len(fees) - 1) // 4] if fees else None
+
+
+def demand_seen_down_to_ppm(node_sells_at: Optional[int], network: Optional[NetworkSummary]) -> Optional[int]:
+    """How low a silent channel's fee may go on the evidence of demand there: where the node's
+    other channels sell, but not below half what the network charges into its peer (gossip
+    says that peer's routes are priced higher)."""
+    if network is None:
+        return node_sells_at
+    return max(node_sells_at or 0, network.median_fee_ppm // 2) or None
+
+
 def credible_range(curve: DemandCurve, evidence: Evidence) -> Optional[Tuple[float, float]]:
     """The price scale's 80 % range, when the channel's own arrivals stand behind it (not
     the node's prior alone): how far a move may go by the evidence (modules.exploration)."""
@@ -208,7 +224,7 @@ def credible_range(curve: DemandCurve, evidence: Evidence) -> Optional[Tuple[flo
 
 
 def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], config,
-               now: float, quiet_rate: float = 0.0) -> FeeDecision:
+               now: float, quiet_rate: float = 0.0, sells_at_ppm: Optional[int] = None) -> FeeDecision:
     ch = view.channel
     # a dynamic peer policy's bounds replace the options' for every stage
     policy_lo, policy_hi, policy_note = fee_bounds(config.min_fee_ppm, config.max_fee_ppm, view.policy)
@@ -298,7 +314,8 @@ def decide_fee(view: PeerView, curve: DemandCurve, state: Optional[FeeState], co
                                     on_grid.rate_at(price.fee_ppm), quiet_rate * view.evidence.hours,
                                     state.start_fee_ppm,
                                     credible_range(curve, view.evidence) if price.fee_ppm == modelled_fee
-                                    else (price.fee_ppm, price.fee_ppm))     # an observed fee: seen, go there
+                                    else (price.fee_ppm, price.fee_ppm),     # an observed fee: seen, go there
+                                    demand_seen_down_to_ppm(sells_at_ppm, network))
     stages.append(StageResult("explore", plan.fee_ppm, plan.reason))
     fee = plan.fee_ppm
 
@@ -442,13 +459,13 @@ def decide_all_fees(inputs: Iterable[FeeInputs], states: Mapping[str, FeeState],
     # (two arguments when gossip says nothing: the true-curves diagnostic replaces estimate_all)
     curves = demand_model.estimate_all({v.key: v.evidence for v in views},
                                        {v.key: v.channel.fee_ppm for v in views}, *([network] if network else []))
-    quiet = quiet_rate_per_hour(views)
+    quiet, sells_at = quiet_rate_per_hour(views), node_sells_at_ppm(views)
     out: List[FeeDecision] = []
     for members, view in zip(groups, views):
         if view.policy is not None and view.policy.strategy != DYNAMIC:
             decided = decide_by_policy(members, view.policy, states, config, now)
         else:
-            peer = decide_fee(view, curves[view.key], states.get(view.key), config, now, quiet)
+            peer = decide_fee(view, curves[view.key], states.get(view.key), config, now, quiet, sells_at)
             decided = [peer] if len(members) == 1 else _per_channel(peer, members, states, config, now)
         out.extend(with_htlc_max(d, m.channel, config, now) for d, m in zip(decided, members))
     return out

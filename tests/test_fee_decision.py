@@ -7,11 +7,12 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modules import demand, exploration, gossip_gate, liquidity
+from modules import demand, exploration, fee_controller, gossip_gate, liquidity
 from modules.config import default_config
 from modules.evidence import Evidence, PriceObservation, build_evidence, merge
 from modules.fee_controller import A_HOLD, A_SET, A_SKIP_INACTIVE, FeeInputs, FeeState, decide_all_fees
 from modules.models import Channel
+from modules.network_prior import NetworkSummary
 
 CFG = default_config()
 NOW = 1_700_000_000.0
@@ -248,6 +249,32 @@ def test_silence_on_a_sparse_channel_moves_no_fee_down():
     held = exploration.next_fee(900, 50, exploration.EXPLOIT, 1, NOW - 2 * DAY, 1.5, False, 240, 1, 2500, NOW,
                                 expected_arrivals=100.0, start_fee_ppm=100)
     assert held.fee_ppm == 50 and "half the fee it started from" in held.reason
+
+
+def test_silence_goes_below_half_the_start_only_where_the_node_sells_and_gossip_allows():
+    """A silent channel may follow the node's selling channels down (the low market: start 50,
+    demand at 5-10 ppm), not below half what the network charges into its peer."""
+    def silent(node_sells_at):
+        return exploration.next_fee(900, 25, exploration.EXPLOIT, 1, NOW - 2 * DAY, 1.5, False, 240, 1, 2500,
+                                    NOW, expected_arrivals=100.0, start_fee_ppm=50,
+                                    node_sells_at_ppm=node_sells_at).fee_ppm
+    assert silent(None) == 25 and silent(40) == 25          # no evidence below half the start: held
+    assert silent(8) == 16                                   # the node sells at 8: one step cheaper
+    assert fee_controller.demand_seen_down_to_ppm(8, None) == 8
+    assert fee_controller.demand_seen_down_to_ppm(8, NetworkSummary(5, 60, NOW)) == 30
+    assert fee_controller.demand_seen_down_to_ppm(None, NetworkSummary(5, 10, NOW)) == 5
+    # through decide_all_fees: the node's busy channels sell at 8 ppm, one channel is silent
+    busy = [FeeInputs(chan(scid=f"8000{i}x1x0", peer="02" + f"{i:x}" * 64, fee=8), None,
+                      observed((8, 240, 100))) for i in range(1, 5)]
+    quiet = FeeInputs(chan(scid="800099x1x0", peer="02" + "e" * 64, fee=25), None, observed((25, 240, 0)))
+    state = FeeState(25, fee_since=NOW - 3 * DAY, start_fee_ppm=50)
+    states = {"02" + "e" * 64: state, "800099x1x0": state}
+    d = decide_all_fees(busy + [quiet], states, CFG, NOW)[-1]
+    assert d.short_channel_id == "800099x1x0" and d.target_fee_ppm < 25
+    dearer = [dataclasses.replace(b, channel=dataclasses.replace(b.channel, fee_ppm=40),
+                                  evidence=observed((40, 240, 100))) for b in busy]
+    d = decide_all_fees(dearer + [quiet], states, CFG, NOW)[-1]
+    assert d.target_fee_ppm == 25 and "half the fee it started from" in " ".join(d.reasons)
 
 
 # --- the gossip gate -----------------------------------------------------------------------
