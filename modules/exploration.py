@@ -119,8 +119,10 @@ def next_fee(best_fee_ppm: int, current_fee_ppm: int, phase: str, probe_side: in
         if cheaper >= current_fee_ppm:
             return Plan(current_fee_ppm, EXPLOIT, f"no arrivals in {exposure_hours:.0f} h; held at "
                         f"{current_fee_ppm} ppm: silence alone goes no lower than half the fee it started "
-                        f"from ({start_fee_ppm} ppm) or where the node's other channels sell "
-                        f"({node_sells_at_ppm} ppm)")
+                        f"from ({start_fee_ppm} ppm)"
+                        + ("" if node_sells_at_ppm is None else
+                           f" or than demand is seen elsewhere ({node_sells_at_ppm} ppm: the node's "
+                           f"selling channels, the network's prices into its peer)"))
         return Plan(cheaper, EXPLOIT, f"no arrivals in {exposure_hours:.0f} h at up to {current_fee_ppm} ppm "
                     f"(a quiet channel would see {expected_arrivals:.1f}): trying {cheaper} ppm, never higher")
     uncertain = log_scale_sd > UNCERTAIN_SD and arrivals_per_hour * PROBE_HOURS >= PROBE_MIN_ARRIVALS

@@ -202,14 +202,16 @@ def quiet_rate_per_hour(views: Iterable[PeerView]) -> float:
 def node_sells_at_ppm(views: Iterable[PeerView]) -> Optional[int]:
     """The fee the node's channels with arrivals sell at (the lower quartile of their fees in
     force): evidence of demand that far down, for a silent channel's floor. None without any."""
-    fees = sorted(v.channel.fee_ppm for v in views if v.evidence.arrivals > 0)
+    fees = sorted(v.channel.fee_ppm for v in views if v.evidence.arrivals > 0
+                  and (v.policy is None or v.policy.strategy == DYNAMIC))   # a pinned fee says nothing
     return fees[(len(fees) - 1) // 4] if fees else None
 
 
 def demand_seen_down_to_ppm(node_sells_at: Optional[int], network: Optional[NetworkSummary]) -> Optional[int]:
     """How low a silent channel's fee may go on the evidence of demand there: where the node's
     other channels sell, but not below half what the network charges into its peer (gossip
-    says that peer's routes are priced higher)."""
+    says that peer's routes are priced higher); with no sales on the node, half the network's
+    median alone (what others charge into that peer is demand evidence too)."""
     if network is None:
         return node_sells_at
     return max(node_sells_at or 0, network.median_fee_ppm // 2) or None

@@ -140,12 +140,19 @@ class FeeCycle:
         due = network_prior.peers_to_read(peer_ids, self.network, now)
         if not due:
             return
+        peer = None
         try:
             our_id = self.node.node_id()
             for peer in due:
                 self.network[peer] = network_prior.summarize(self.node.network_fees_ppm(peer), our_id, now)
         except NodeError as e:
-            self.log(f"Network fees: reading gossip failed ({e}); {sum(p not in self.network for p in due)} "
+            missing = sum(p not in self.network for p in due)
+            if peer is not None and peer not in self.network:
+                # the peer that failed is read again after the peers never read (an empty,
+                # already stale summary: no prior), so one peer that always fails does not
+                # keep every peer after it from its first read
+                self.network[peer] = network_prior.NetworkSummary(0, None, now - network_prior.REFRESH_SECONDS)
+            self.log(f"Network fees: reading gossip failed ({e}); {missing} "
                      f"peers without a network prior this cycle, retried next cycle", "warn")
 
     def _apply(self, d: FeeDecision):

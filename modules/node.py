@@ -257,12 +257,18 @@ class NodeAdapter:
         """Every channel direction into peer_id that gossip knows (listchannels
         destination=peer_id), ours included: the fee each source charges into the peer."""
         result = self.call("listchannels", {"destination": peer_id})
-        try:
-            return [GossipChannel(str(e.get("source", "")), int(e.get("fee_per_millionth") or 0),
-                                  bool(e.get("active", False)))
-                    for e in result.get("channels", []) if e.get("destination", peer_id) == peer_id]
-        except (AttributeError, TypeError, ValueError) as e:
-            raise NodeError("listchannels", None, f"an answer this plugin cannot read ({e})")
+        channels = result.get("channels") if isinstance(result, dict) else None
+        if not isinstance(channels, list):
+            raise NodeError("listchannels", None, "an answer this plugin cannot read (no channels list)")
+        out = []
+        for e in channels:
+            # an entry without a readable fee says nothing of the price: skipped, not read as 0
+            fee = e.get("fee_per_millionth") if isinstance(e, dict) else None
+            if isinstance(fee, bool) or not isinstance(fee, int) or fee < 0 \
+                    or e.get("destination", peer_id) != peer_id:
+                continue
+            out.append(GossipChannel(str(e.get("source", "")), fee, bool(e.get("active", False))))
+        return out
 
     def funds_msat(self) -> Dict[str, int]:
         """On-chain (confirmed, unreserved) and our side of channels, in msat."""

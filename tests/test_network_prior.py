@@ -156,7 +156,8 @@ def test_a_failing_listchannels_stops_the_reads_and_the_cycle_sets_fees(node):
     assert new["action"] == "hold" and "network prior" not in " ".join(new["reasons"])
     assert len(node.calls_of("listchannels")) == 1                               # the first failure stops them
     plugin.wait_for_log(r"Network fees: reading gossip failed .*injected listchannels failure.*3 peers")
-    assert fees_row(plugin, node.ids["new"])["network_prior"] is None
+    prior = fees_row(plugin, node.ids["new"])["network_prior"]
+    assert prior is None or (prior["used"] is False and prior["median_fee_ppm"] is None)
     # next cycle: read again (the channel is no longer new to the controller: the prior
     # informs its demand, the start fee stays where it was)
     node.clear_faults()
@@ -210,3 +211,45 @@ def test_the_cold_start_is_bounded_by_the_options_and_needs_a_new_channel_withou
     # too few channels: no prior, no cold start
     d, = decide_all_fees([FeeInputs(ch, None, Evidence(), network=NetworkSummary(2, 800, now))], {}, cfg, now)
     assert d.new_fee_ppm == 100 and "network prior" not in " ".join(d.reasons)
+
+
+def test_a_peer_whose_gossip_always_fails_does_not_keep_the_others_from_their_first_read():
+    from types import SimpleNamespace
+    from modules.fee_cycle import FeeCycle
+    from modules.node import NodeError
+
+    class Node:
+        reads = []
+
+        def node_id(self):
+            return "02" + "0" * 64
+
+        def network_fees_ppm(self, peer):
+            self.reads.append(peer)
+            if peer == "bad":
+                raise NodeError("listchannels", None, "timed out")
+            return [network_prior.GossipChannel("03" + str(i) * 64, 200, True) for i in range(3)]
+
+    cycle = SimpleNamespace(node=Node(), network={}, log=lambda *a: None)
+    peers = ["bad", "a", "b"]
+    FeeCycle._read_network(cycle, peers, 1_000.0)          # "bad" first: it fails, reads stop
+    assert Node.reads == ["bad"] and not cycle.network["bad"].usable
+    FeeCycle._read_network(cycle, peers, 1_060.0)          # the others now go first
+    assert Node.reads[1:3] == ["a", "b"] and cycle.network["a"].usable and cycle.network["b"].usable
+
+
+def test_gossip_entries_without_a_readable_fee_are_skipped_not_read_as_zero(monkeypatch):
+    from modules.node import NodeAdapter, NodeError
+    node = NodeAdapter.__new__(NodeAdapter)
+    peer = "02" + "c" * 64
+    entries = [{"source": "03" + "1" * 64, "destination": peer, "fee_per_millionth": 100, "active": True},
+               {"source": "03" + "2" * 64, "destination": peer, "fee_per_millionth": 120, "active": True},
+               {"source": "03" + "3" * 64, "destination": peer, "active": True},
+               {"source": "03" + "4" * 64, "destination": peer, "fee_per_millionth": "1.5", "active": True},
+               "not an entry"]
+    monkeypatch.setattr(node, "call", lambda method, params=None: {"channels": entries}, raising=False)
+    read = node.network_fees_ppm(peer)
+    assert [c.fee_ppm for c in read] == [100, 120]
+    monkeypatch.setattr(node, "call", lambda method, params=None: {"channels": None}, raising=False)
+    with pytest.raises(NodeError):
+        node.network_fees_ppm(peer)
