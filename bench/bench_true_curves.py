@@ -75,8 +75,8 @@ def use_true_curves(market: Market, epoch: float) -> None:
     estimate_all = demand_model.estimate_all
     peaks: Dict[Tuple[int, int], int] = {}
 
-    def true_curves(evidence_by_key, fee_by_key):
-        learned = estimate_all(evidence_by_key, fee_by_key)   # for amounts and counts
+    def true_curves(evidence_by_key, fee_by_key, network_fee_by_key=None):
+        learned = estimate_all(evidence_by_key, fee_by_key)   # for amounts and counts (the truth needs no prior)
         regime = market.regime(max(0.0, clock[0] - epoch))
         out = {}
         for key, curve in learned.items():

@@ -458,9 +458,8 @@ def decide_all_fees(inputs: Iterable[FeeInputs], states: Mapping[str, FeeState],
     groups = list(group_by_peer(inputs).values())
     views = [peer_view(members, states) for members in groups]
     network = {v.key: v.network.median_fee_ppm for v in views if network_prior.usable(v.network)}
-    # (two arguments when gossip says nothing: the true-curves diagnostic replaces estimate_all)
     curves = demand_model.estimate_all({v.key: v.evidence for v in views},
-                                       {v.key: v.channel.fee_ppm for v in views}, *([network] if network else []))
+                                       {v.key: v.channel.fee_ppm for v in views}, network)
     quiet, sells_at = quiet_rate_per_hour(views), node_sells_at_ppm(views)
     out: List[FeeDecision] = []
     for members, view in zip(groups, views):

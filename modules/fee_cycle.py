@@ -151,7 +151,7 @@ class FeeCycle:
                 # the peer that failed is read again after the peers never read (an empty,
                 # already stale summary: no prior), so one peer that always fails does not
                 # keep every peer after it from its first read
-                self.network[peer] = network_prior.NetworkSummary(0, None, now - network_prior.REFRESH_SECONDS)
+                self.network[peer] = NetworkSummary(0, None, now - network_prior.REFRESH_SECONDS)
             self.log(f"Network fees: reading gossip failed ({e}); {missing} "
                      f"peers without a network prior this cycle, retried next cycle", "warn")
 
